@@ -1,0 +1,47 @@
+"""ONNX Runtime sessions with an honest provider choice (auto / cpu / cuda)."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from .errors import RuntimeSetupError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_providers(device: str = "auto") -> List[str]:
+    """Providers to ask for, best first. 'auto' asks for CUDA only where this onnxruntime has it."""
+    if device not in DEVICES:
+        raise RuntimeSetupError(f"Unknown device '{device}': choose one of {', '.join(DEVICES)}.")
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise RuntimeSetupError("onnxruntime is not installed in this Python: run ./build.sh setup "
+                                "(or point the plugin at the venv it creates).") from exc
+    available = ort.get_available_providers()
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise RuntimeSetupError("CUDA was requested but this onnxruntime has no CUDA provider: "
+                                    "run ./build.sh setup --gpu, or choose the CPU device.")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(path, device: str = "auto", threads: int = 0) -> Tuple[object, str]:
+    """Return (InferenceSession, provider that really runs). onnxruntime-gpu silently falls back
+    to CPU when CUDA cannot start, so the answer comes from get_providers(), not from the request."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), sess_options=options,
+                                   providers=resolve_providers(device))
+    actual = session.get_providers()[0]
+    if device == "cuda" and actual != "CUDAExecutionProvider":
+        raise RuntimeSetupError(f"CUDA was requested for {path} but ONNX Runtime fell back to "
+                                f"{actual}: check the CUDA/cuDNN libraries or choose the CPU device.")
+    return session, actual
