@@ -1,0 +1,135 @@
+"""LRS-VQA scoring (METHOD.md §7): exact match or WordNet path similarity > 0.8, per subset and category.
+
+Accuracy per category, OA (micro: correct / answered) and AA (mean of the category accuracies,
+the paper's headline number), for each subset (question_id prefix before '_') and over all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping
+
+from .errors import InputError
+
+SIMILARITY_THRESHOLD = 0.8
+
+
+def normalise(text: str) -> str:
+    """Lower case as the reference scorer does; also trims whitespace and a trailing full stop,
+    which instruction-tuned models add to one-word answers and which no ground truth carries."""
+    text = (text or "").strip().lower()
+    while text.endswith("."):
+        text = text[:-1].rstrip()
+    return text
+
+
+@lru_cache(maxsize=65536)
+def are_synonyms(word_a: str, word_b: str) -> bool:
+    """True when any synset pair of the two has path similarity above the threshold."""
+    from .wordnet import wordnet
+
+    wn = wordnet()
+    synsets_b = wn.synsets(word_b)
+    for synset_a in wn.synsets(word_a):
+        for synset_b in synsets_b:
+            similarity = synset_a.path_similarity(synset_b)
+            if similarity is not None and similarity > SIMILARITY_THRESHOLD:
+                return True
+    return False
+
+
+def is_correct(ground_truth: str, answer: str) -> bool:
+    gt, ans = normalise(ground_truth), normalise(answer)
+    if not gt or not ans:
+        return False
+    return gt == ans or are_synonyms(gt, ans)
+
+
+def subset_of(question_id) -> str:
+    return str(question_id).split("_")[0]
+
+
+def _summary(correct: Mapping[str, int], total: Mapping[str, int]) -> dict:
+    categories = OrderedDict()
+    for category in sorted(total):
+        categories[category] = {"correct": correct.get(category, 0), "total": total[category],
+                                "accuracy": correct.get(category, 0) / total[category]}
+    answered = sum(total.values())
+    right = sum(correct.values())
+    return {
+        "answered": answered,
+        "correct": right,
+        "categories": categories,
+        "OA": right / answered if answered else None,
+        "AA": (sum(c["accuracy"] for c in categories.values()) / len(categories)) if categories else None,
+    }
+
+
+def score_records(questions: Iterable[dict], answers: Iterable[dict]) -> dict:
+    """Score answers ({question_id, text}) against LRS-VQA questions ({question_id, category,
+    ground_truth}). Questions without an answer are counted as unanswered, not as wrong."""
+    by_id: Dict[str, str] = {}
+    for record in answers:
+        if "question_id" not in record:
+            raise InputError(f"An answer record has no question_id: {json.dumps(record)[:200]}")
+        by_id[str(record["question_id"])] = str(record.get("text", record.get("answer", "")))
+    per_subset: Dict[str, tuple] = OrderedDict()
+    overall_correct: Dict[str, int] = {}
+    overall_total: Dict[str, int] = {}
+    unanswered = 0
+    for question in questions:
+        qid = str(question["question_id"])
+        if qid not in by_id:
+            unanswered += 1
+            continue
+        category = question.get("category") or "uncategorised"
+        ok = is_correct(str(question.get("ground_truth", "")), by_id[qid])
+        correct, total = per_subset.setdefault(subset_of(qid), ({}, {}))
+        for c, t in ((correct, total), (overall_correct, overall_total)):
+            t[category] = t.get(category, 0) + 1
+            c[category] = c.get(category, 0) + int(ok)
+    return {
+        "subsets": {name: _summary(c, t) for name, (c, t) in sorted(per_subset.items())},
+        "overall": _summary(overall_correct, overall_total),
+        "unanswered": unanswered,
+    }
+
+
+def read_jsonl(path) -> List[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist: give a JSON-lines file (one object per line).")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}, line {number}: not valid JSON ({exc.msg}).") from exc
+    return records
+
+
+def score_file(questions_path, answers_path) -> dict:
+    return score_records(read_jsonl(questions_path), read_jsonl(answers_path))
+
+
+def format_scores(scores: dict) -> str:
+    """A plain-text table: one block per subset, accuracy per category, OA and AA in percent."""
+    lines = []
+    blocks = list(scores["subsets"].items()) + [("all", scores["overall"])]
+    for name, summary in blocks:
+        if not summary["answered"]:
+            continue
+        lines.append(f"{name}: {summary['answered']} answered")
+        for category, c in summary["categories"].items():
+            lines.append(f"  {category:<20} {c['correct']:>5}/{c['total']:<5} {100 * c['accuracy']:6.2f}")
+        lines.append(f"  {'OA':<20} {100 * summary['OA']:18.2f}")
+        lines.append(f"  {'AA':<20} {100 * summary['AA']:18.2f}")
+    if scores.get("unanswered"):
+        lines.append(f"unanswered: {scores['unanswered']}")
+    return "\n".join(lines)
