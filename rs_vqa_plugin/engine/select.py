@@ -1,0 +1,104 @@
+"""Algorithm 1's selection steps (METHOD.md §5) as pure numpy functions.
+
+Top-alpha of a level's HR tokens, the next-level tiles under the kept tokens (proportional
+footprint in normalised image coordinates) and the N_max check. Newline tokens never reach
+these functions: callers pass HR token scores only.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import numpy as np
+
+from .cost import keep_count
+
+# Tolerance in tile units so that a footprint ending exactly on a tile edge does not claim the
+# neighbouring tile through floating-point noise.
+_EDGE_EPS = 1e-6
+
+
+def top_alpha(scores: np.ndarray, alpha: float) -> np.ndarray:
+    """Indices of the ceil(alpha * N) highest scores, returned in ascending (raster) order.
+
+    Ties are broken by position (a stable sort), so a run is deterministic."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if not 0.0 < float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    k = keep_count(scores.size, alpha)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    return np.sort(order[:k])
+
+
+def score_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based rank of each score (1 = highest), ties broken by position."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    order = np.argsort(-scores, kind="stable")
+    ranks = np.empty(scores.size, dtype=np.int64)
+    ranks[order] = np.arange(1, scores.size + 1)
+    return ranks
+
+
+def token_rects_normalised(plan, level_index: int, rows: np.ndarray, cols: np.ndarray):
+    """(u0, v0, u1, v1) of tokens in [0, 1] image coordinates of the level's content (no padding).
+
+    rows / cols index the level's stitched token grid; a token's cell is B/g content pixels,
+    clipped to the content at the right and bottom edges."""
+    lv = plan.level(level_index)
+    cell = plan.tile_size / plan.token_grid
+    rows = np.asarray(rows, dtype=np.float64)
+    cols = np.asarray(cols, dtype=np.float64)
+    x0 = np.minimum(cols * cell, lv.content_width)
+    x1 = np.minimum((cols + 1) * cell, lv.content_width)
+    y0 = np.minimum(rows * cell, lv.content_height)
+    y1 = np.minimum((rows + 1) * cell, lv.content_height)
+    return (x0 / lv.content_width, y0 / lv.content_height,
+            x1 / lv.content_width, y1 / lv.content_height)
+
+
+def token_source_rects(plan, level_index: int, rows: np.ndarray, cols: np.ndarray):
+    """(x0, y0, x1, y1) of tokens in source (scope window) pixels."""
+    u0, v0, u1, v1 = token_rects_normalised(plan, level_index, rows, cols)
+    w, h = plan.source_width, plan.source_height
+    return u0 * w, v0 * h, u1 * w, v1 * h
+
+
+def tile_source_rect(plan, level_index: int, row: int, col: int) -> Tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) of a tile's content (padding excluded) in source pixels."""
+    g = plan.token_grid
+    x0, y0, _, _ = token_source_rects(plan, level_index, np.array([row * g]), np.array([col * g]))
+    _, _, x1, y1 = token_source_rects(plan, level_index, np.array([row * g + g - 1]),
+                                      np.array([col * g + g - 1]))
+    return float(x0[0]), float(y0[0]), float(x1[0]), float(y1[0])
+
+
+def tiles_under_tokens(plan, level_index: int, rows: np.ndarray, cols: np.ndarray,
+                       next_level_index: int) -> List[Tuple[int, int]]:
+    """Next-level tiles whose content footprint overlaps the footprint of any given token.
+
+    Proportional mapping: a token's rectangle in normalised image coordinates is scaled to the
+    next level's content size and intersected with its B x B tile grid. Sorted in raster order."""
+    nxt = plan.level(next_level_index)
+    rows = np.asarray(rows)
+    if rows.size == 0:
+        return []
+    u0, v0, u1, v1 = token_rects_normalised(plan, level_index, rows, cols)
+    b = float(plan.tile_size)
+    c_lo = np.floor(u0 * nxt.content_width / b + _EDGE_EPS).astype(np.int64)
+    c_hi = np.ceil(u1 * nxt.content_width / b - _EDGE_EPS).astype(np.int64) - 1
+    r_lo = np.floor(v0 * nxt.content_height / b + _EDGE_EPS).astype(np.int64)
+    r_hi = np.ceil(v1 * nxt.content_height / b - _EDGE_EPS).astype(np.int64) - 1
+    c_lo, r_lo = np.clip(c_lo, 0, nxt.cols - 1), np.clip(r_lo, 0, nxt.rows - 1)
+    c_hi = np.clip(np.maximum(c_hi, c_lo), 0, nxt.cols - 1)
+    r_hi = np.clip(np.maximum(r_hi, r_lo), 0, nxt.rows - 1)
+    hit = np.zeros((nxt.rows, nxt.cols), dtype=bool)
+    for a, b_, c, d in zip(r_lo, r_hi, c_lo, c_hi):
+        hit[a:b_ + 1, c:d + 1] = True
+    return [(int(r), int(c)) for r, c in zip(*np.nonzero(hit))]
+
+
+def exceeds_n_max(tiles, n_max: int) -> bool:
+    """True when zooming would need more than N_max tiles: attention too scattered to zoom."""
+    return len(tiles) > int(n_max)
