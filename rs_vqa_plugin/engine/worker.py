@@ -1,0 +1,290 @@
+"""The engine worker: line-delimited JSON requests on stdin, events on stdout (see the worker protocol).
+
+Runs in the runtime's Python, never inside QGIS. The model is loaded once and kept warm; a stdin
+reader thread honours cancel while an ask runs; an error is reported as an event, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, IO, Optional
+
+from .errors import BundleError, Cancelled, InputError, RsVqaError, RuntimeSetupError
+from .progress import CancelToken
+
+Request = Dict[str, Any]
+EngineFactory = Callable[[str, str, Callable], Any]
+
+HEARTBEAT_SECONDS = 1.0
+# AskOptions fields a request may set; anything else is refused with a clear message.
+ASK_OPTION_FIELDS = ("mode", "alpha", "n_max", "level", "scope", "history", "bands",
+                     "max_new_tokens", "full_token_limit", "overview_cache_dir")
+
+
+def default_engine_factory(model: str, device: str, events: Callable) -> Any:
+    # Imported here: torch/onnxruntime load only when a model is really loaded.
+    try:
+        from .pipeline import Engine
+    except ImportError as exc:
+        raise RuntimeSetupError(f"This runtime ({sys.executable}) cannot load the engine "
+                                f"({exc}): run ./build.sh setup, or point the plugin's settings "
+                                "at the Python it creates.") from exc
+
+    return Engine(model, device=device, events=events)
+
+
+def make_ask_options(options: Dict[str, Any]) -> Any:
+    from .pipeline import AskOptions
+
+    unknown = sorted(set(options) - set(ASK_OPTION_FIELDS))
+    if unknown:
+        raise InputError(f"Unknown ask option(s) {', '.join(unknown)}: "
+                         f"use only {', '.join(ASK_OPTION_FIELDS)}.")
+    values = dict(options)
+    if isinstance(values.get("scope"), list):
+        values["scope"] = tuple(values["scope"])
+    if values.get("history") is not None:
+        values["history"] = tuple((str(q), str(a)) for q, a in values["history"])
+    return AskOptions(**values)
+
+
+def answer_as_dict(answer: Any) -> Dict[str, Any]:
+    from .answer import answer_to_dict
+
+    return answer_to_dict(answer)
+
+
+class EventWriter:
+    """Writes one JSON object per line to the protocol stream; safe from several threads."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, request_id: str, event: str, **fields: Any) -> None:
+        line = json.dumps({"id": request_id, "event": event, **fields}, default=_jsonable)
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the client went away; the main loop ends on stdin EOF
+
+
+def _jsonable(value: Any) -> Any:
+    # numpy scalars/arrays and tuples inside traces.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+class Worker:
+    """Serves requests one at a time; cancel and shutdown are handled as soon as they are read."""
+
+    def __init__(self, out: IO[str], engine_factory: EngineFactory = default_engine_factory,
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self.events = EventWriter(out)
+        self.engine_factory = engine_factory
+        self.heartbeat_seconds = heartbeat_seconds
+        self.engine = None
+        self.model_key: Optional[tuple] = None
+        self.load_info: Dict[str, Any] = {}
+        self._requests: "queue.Queue[Optional[Request]]" = queue.Queue()
+        self._lock = threading.Lock()
+        self._running_id: Optional[str] = None
+        self._running_cancel: Optional[CancelToken] = None
+        self._cancelled_ids: set = set()
+        self._stop = threading.Event()
+
+    # ---- threads -------------------------------------------------------------------------
+    def serve(self, stdin: IO[str]) -> int:
+        reader = threading.Thread(target=self._read_requests, args=(stdin,), daemon=True,
+                                  name="rs-vqa-stdin")
+        beat = threading.Thread(target=self._heartbeat, daemon=True, name="rs-vqa-heartbeat")
+        reader.start()
+        beat.start()
+        self.events.send("", "ready", pid=os.getpid())
+        while True:
+            request = self._requests.get()
+            if request is None:
+                break
+            self._handle(request)
+        self._stop.set()
+        return 0
+
+    def _read_requests(self, stdin: IO[str]) -> None:
+        for line in stdin:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                request = json.loads(line)
+                if not isinstance(request, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                self.events.send("", "error", kind="ProtocolError",
+                                 message=f"Unreadable request ({exc}): send one JSON object per line.")
+                continue
+            cmd = request.get("cmd")
+            if cmd == "cancel":
+                self._cancel(str(request.get("target", "")), str(request.get("id", "")))
+            elif cmd == "shutdown":
+                self._cancel_running()
+                self._requests.put(request)
+                self._requests.put(None)
+                return
+            else:
+                self._requests.put(request)
+        # stdin closed: the client is gone, stop after what is running.
+        self._cancel_running()
+        self._requests.put(None)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            with self._lock:
+                busy = self._running_id
+            self.events.send("", "heartbeat", time=time.time(), busy=busy,
+                             loaded=self.model_key is not None)
+
+    def _cancel(self, target: str, request_id: str) -> None:
+        with self._lock:
+            if target and target == self._running_id and self._running_cancel is not None:
+                self._running_cancel.cancel()
+            else:
+                # Not running yet (queued) or already done: a queued ask is dropped when reached.
+                self._cancelled_ids.add(target)
+
+    def _cancel_running(self) -> None:
+        with self._lock:
+            if self._running_cancel is not None:
+                self._running_cancel.cancel()
+
+    # ---- requests ------------------------------------------------------------------------
+    def _handle(self, request: Request) -> None:
+        request_id = str(request.get("id", ""))
+        cmd = request.get("cmd")
+        try:
+            if cmd == "load":
+                self._load(request_id, request)
+            elif cmd == "ask":
+                self._ask(request_id, request)
+            elif cmd == "shutdown":
+                self.events.send(request_id, "shutdown")
+            elif cmd == "ping":
+                self.events.send(request_id, "pong")
+            else:
+                raise InputError(f"Unknown command {cmd!r}: use load, ask, cancel or shutdown.")
+        except Cancelled as exc:
+            self.events.send(request_id, "cancelled", message=str(exc))
+        except RsVqaError as exc:
+            self.events.send(request_id, "error", kind=type(exc).__name__, message=str(exc))
+        except MemoryError:
+            self.events.send(request_id, "error", kind="MemoryError",
+                             message="The runtime ran out of memory: lower N_max or the maximum "
+                                     "answer tokens, or choose a smaller scope.")
+        except Exception as exc:  # an unexpected bug must not end the worker
+            traceback.print_exc(file=sys.stderr)
+            self.events.send(request_id, "error", kind=type(exc).__name__,
+                             message=f"Internal error ({type(exc).__name__}: {exc}). "
+                                     "Copy the diagnostics from the settings and report it.")
+        finally:
+            with self._lock:
+                self._running_id = None
+                self._running_cancel = None
+
+    def _load(self, request_id: str, request: Request) -> None:
+        model = request.get("model")
+        if not model:
+            raise InputError("The load request names no model folder: choose a model bundle.")
+        device = str(request.get("device") or "auto")
+        if not os.path.isdir(str(model)):
+            raise BundleError(f"The model folder {model} does not exist: choose a model bundle "
+                              "folder (one with a manifest.json) in the settings.")
+        key = (os.path.abspath(str(model)), device)
+        if self.engine is None or self.model_key != key:
+            self.engine = None
+            self.model_key = None
+            started = time.perf_counter()
+            self.events.send(request_id, "progress", stage="load", fraction=0.0,
+                             message=f"Loading the model from {model}")
+            engine = self.engine_factory(str(model), device, self._sink(request_id))
+            self.engine, self.model_key = engine, key
+            self.load_info = {"model": str(model), "device": _engine_device(engine, device),
+                              "providers": _engine_providers(engine),
+                              "seconds": round(time.perf_counter() - started, 3)}
+            self.events.send(request_id, "progress", stage="load", fraction=1.0, message="Model loaded")
+        self.events.send(request_id, "loaded", **self.load_info)
+
+    def _ask(self, request_id: str, request: Request) -> None:
+        cancel = CancelToken()
+        with self._lock:
+            if request_id in self._cancelled_ids:
+                self._cancelled_ids.discard(request_id)
+                raise Cancelled()
+            self._running_id = request_id
+            self._running_cancel = cancel
+        if request.get("model"):
+            # Convenience: an ask may name its model; it is loaded (once) before answering.
+            self._load(request_id, request)
+        if self.engine is None:
+            raise InputError("No model is loaded: send a load request (or name a model in the ask).")
+        raster, question = request.get("raster"), request.get("question")
+        if not raster or not question:
+            raise InputError("An ask needs a raster path and a question.")
+        options = make_ask_options(request.get("options") or {})
+        cancel.raise_if_cancelled()
+        answer = self.engine.ask(str(raster), str(question), options,
+                                 events=self._sink(request_id), cancel=cancel)
+        cancel.raise_if_cancelled()
+        self.events.send(request_id, "answer", answer=answer_as_dict(answer))
+
+    def _sink(self, request_id: str) -> Callable[[Dict[str, Any]], None]:
+        def sink(event: Dict[str, Any]) -> None:
+            fields = dict(event)
+            kind = fields.pop("type", "progress")
+            self.events.send(request_id, kind, **fields)
+        return sink
+
+
+def _engine_device(engine: Any, requested: str) -> str:
+    for attribute in ("device",):
+        value = getattr(engine, attribute, None)
+        if isinstance(value, str):
+            return value
+    llm = getattr(engine, "llm", None)
+    return str(getattr(llm, "device", requested))
+
+
+def _engine_providers(engine: Any) -> Dict[str, str]:
+    providers = getattr(engine, "providers", None)
+    if isinstance(providers, dict):
+        return {str(k): str(v) for k, v in providers.items()}
+    found = {}
+    for name in ("vision", "rfm"):
+        part = getattr(engine, name, None)
+        if part is not None and getattr(part, "provider", None):
+            found[name] = str(part.provider)
+    return found
+
+
+def protocol_streams() -> tuple:
+    """Keep fd 1 for the protocol only: stray prints (ours, libraries', C code) go to stderr."""
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    protocol = os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+    stdin = open(sys.stdin.fileno(), "r", encoding="utf-8", closefd=False)
+    return stdin, protocol
+
+
+def main(heartbeat_seconds: float = HEARTBEAT_SECONDS) -> int:
+    stdin, protocol = protocol_streams()
+    return Worker(protocol, heartbeat_seconds=heartbeat_seconds).serve(stdin)

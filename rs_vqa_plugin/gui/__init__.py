@@ -1,0 +1,1 @@
+"""The QGIS side of rs-vqa: chat dock, settings, worker client, heat layers. Never imports torch."""

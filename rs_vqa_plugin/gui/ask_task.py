@@ -1,0 +1,54 @@
+"""A QgsTask that mirrors one worker ask in QGIS's task manager: progress per stage, cancel -> Stop.
+
+The work itself happens in the worker process; this task only waits, so QGIS's task list shows the
+question and its cancel button stops the worker. Results are applied by the dock controller on the
+GUI thread (worker events are delivered there), never from this task's thread.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from qgis.core import QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+# Rough share of the whole ask per stage, so the task bar only moves forward.
+STAGE_ORDER = ("load", "read", "encode", "score", "select", "generate")
+
+
+def overall_percent(stage: str, fraction: float) -> float:
+    index = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 0
+    return 100.0 * (index + max(0.0, min(1.0, fraction))) / len(STAGE_ORDER)
+
+
+class AskTask(QgsTask):
+    stopRequested = pyqtSignal(str)   # request id; connected to the worker client's cancel
+
+    def __init__(self, description: str, request_id: str):
+        super().__init__(description, QgsTask.CanCancel)
+        self.request_id = request_id
+        self.outcome = ""              # answered | failed | stopped
+        self._done = threading.Event()
+        self._best = 0.0
+
+    def relay_progress(self, stage: str, fraction: float) -> None:
+        self._best = max(self._best, overall_percent(stage, fraction))
+        self.setProgress(self._best)
+
+    def finish(self, outcome: str) -> None:
+        """Called on the GUI thread when the worker answered, failed or stopped."""
+        self.outcome = outcome
+        self._done.set()
+
+    def run(self) -> bool:   # task-manager thread: just wait for the worker's verdict
+        while not self._done.wait(0.1):
+            if self.isCanceled():
+                # cancel() already asked the worker to stop; wait briefly for its confirmation.
+                self._done.wait(5.0)
+                return False
+        return self.outcome == "answered"
+
+    def cancel(self) -> None:   # from the task manager's cancel button (GUI thread)
+        if not self._done.is_set():
+            self.stopRequested.emit(self.request_id)
+        super().cancel()

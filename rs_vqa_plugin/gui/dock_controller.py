@@ -1,0 +1,395 @@
+"""Runs the chat dock: checks the inputs, sends questions to the worker, streams the answers back,
+adds the heat layers (GUI thread) and keeps each layer's conversation in the project."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsMapLayer, QgsProject,
+                       QgsRasterLayer)
+from qgis.PyQt.QtCore import QObject, Qt, QTimer
+from qgis.PyQt.QtWidgets import QFileDialog
+
+from .ask_task import AskTask
+from .dock import ChatDock
+from .heat_layer import add_heat_layer
+from .history import Conversations, Turn, export_csv, export_markdown, stats_from_trace
+from .models import check_bundle, find_bundles
+from .scope import ScopeError, resolve_scope
+from .settings import load_settings, save_settings
+from .worker_client import WorkerClient
+
+STOP_GRACE_MS = 3000   # a worker that has not stopped by then is ended (Stop must be prompt)
+
+
+@dataclass
+class RunningAsk:
+    request_id: str
+    layer_id: str
+    turn: Turn
+    task: AskTask
+    stopping: bool = False
+
+
+class DockController(QObject):
+    def __init__(self, iface, project: Optional[QgsProject] = None):
+        super().__init__()
+        self.iface = iface
+        self.project = project or QgsProject.instance()
+        self.settings = load_settings()
+        parent = iface.mainWindow() if iface is not None else None
+        self.dock = ChatDock(parent)
+        if iface is not None:
+            iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.dock.hide()   # shown by the plugin's action or "Ask about this layer…"
+        self.client = WorkerClient(self.settings.python, self)
+        self.conversations = Conversations.load_from_project(self.project)
+        self.current: Optional[RunningAsk] = None
+        self.model_info: dict = {}
+        self._connections = []
+        self._connect(self.client.loaded, self._on_loaded)
+        self._connect(self.client.progress, self._on_progress)
+        self._connect(self.client.token, self._on_token)
+        self._connect(self.client.answered, self._on_answered)
+        self._connect(self.client.failed, self._on_failed)
+        self._connect(self.client.cancelled, self._on_cancelled)
+        self._connect(self.client.died, self._on_died)
+        self._connect(self.dock.askRequested, self.ask)
+        self._connect(self.dock.stopRequested, self.stop)
+        self._connect(self.dock.settingsRequested, self.open_settings)
+        self._connect(self.dock.exportRequested, self._export_with_dialog)
+        self._connect(self.dock.clearRequested, self.clear_conversation)
+        self._connect(self.dock.turnAction, self._on_turn_action)
+        self._connect(self.dock.layer_combo.layerChanged, lambda _layer: self.refresh())
+        self._connect(self.dock.model_combo.activated, self._on_model_chosen)
+        self._connect(self.project.readProject, self._on_project_read)
+        self._connect(self.project.cleared, self._on_project_cleared)
+        self.fill_models()
+        self.refresh()
+
+    def _connect(self, signal, slot) -> None:
+        signal.connect(slot)
+        self._connections.append((signal, slot))
+
+    # ---- plugin hooks --------------------------------------------------------------------
+    def show(self, layer: Optional[QgsMapLayer] = None) -> None:
+        self.dock.show()
+        self.dock.raise_()
+        if layer is not None:
+            if isinstance(layer, QgsRasterLayer):
+                self.dock.layer_combo.setLayer(layer)
+                self.dock.show_status("")
+            else:
+                self.dock.show_status(self.tr("{layer} is not a raster layer: RS-VQA answers "
+                                              "questions about raster layers only. Choose a raster "
+                                              "in the Raster list.").format(layer=layer.name()),
+                                      error=True)
+        self.dock.question_edit.setFocus()
+
+    def unload(self) -> None:
+        if self.current is not None:
+            self.current.task.finish("stopped")
+        self.client.shutdown()
+        for signal, slot in self._connections:
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass   # already gone with its object
+        self._connections.clear()
+        if self.iface is not None:
+            self.iface.removeDockWidget(self.dock)
+        self.dock.close()
+        self.dock.deleteLater()
+
+    # ---- asking --------------------------------------------------------------------------
+    def layer_problem(self, layer) -> Optional[str]:
+        if layer is None:
+            return self.tr("Choose a raster layer to ask about.")
+        if not isinstance(layer, QgsRasterLayer):
+            return self.tr("{layer} is not a raster layer: choose a raster.").format(layer=layer.name())
+        if layer.providerType() != "gdal" or not Path(layer.source()).is_file():
+            return self.tr("{layer} is not a raster file on disk (provider {provider}): save it as "
+                           "a GeoTIFF (Export › Save As…) and ask about the copy.").format(
+                layer=layer.name(), provider=layer.providerType())
+        return None
+
+    def ask(self, question: str) -> Optional[str]:
+        """Start an ask; returns the problem shown in the dock, or None when it was sent."""
+        if self.current is not None:
+            return None
+        layer = self.dock.layer_combo.currentLayer()
+        problem = (self.layer_problem(layer) or check_bundle(self.settings.model_dir))
+        scope = None
+        if problem is None:
+            self.client.python = self.settings.python
+            problem = self.client.runtime_problem()
+        if problem is None:
+            try:
+                canvas = self.iface.mapCanvas() if self.iface is not None else None
+                scope = resolve_scope(self.dock.scope(), layer, canvas,
+                                      self.dock.polygon_combo.currentLayer())
+            except ScopeError as exc:
+                problem = str(exc)
+        if problem:
+            self.dock.show_status(problem, error=True)
+            return problem
+        options = self.settings.ask_options()
+        options["history"] = self.conversations.history(layer.id())
+        if scope is not None:
+            options["scope"] = list(scope) if isinstance(scope, tuple) else scope
+        bands = _rgb_bands(layer)
+        if bands:
+            options["bands"] = bands
+        request_id, problem = self.client.ask(layer.source(), question, options,
+                                              model=self.settings.model_dir,
+                                              device=self.settings.device)
+        if problem:
+            self.dock.show_status(problem, error=True)
+            return problem
+        first = self.model_info.get("model") != self.settings.model_dir
+        turn = Turn(question=question, request_id=request_id,
+                    message=self.tr("Loading the model (first question, this takes a moment)…")
+                    if first else self.tr("Thinking…"))
+        self.conversations.turns(layer.id()).append(turn)
+        task = AskTask(self.tr("RS-VQA: {question}").format(question=question[:60]), request_id)
+        task.stopRequested.connect(self.client.cancel)
+        self.current = RunningAsk(request_id, layer.id(), turn, task)
+        QgsApplication.taskManager().addTask(task)
+        self.dock.question_edit.clear()
+        self.dock.set_busy(True)
+        self.dock.show_status(turn.message)
+        self.refresh()
+        return None
+
+    def stop(self) -> None:
+        running = self.current
+        if running is None:
+            return
+        running.stopping = True
+        self.dock.show_status(self.tr("Stopping…"))
+        self.client.cancel(running.request_id)
+        QTimer.singleShot(STOP_GRACE_MS, lambda rid=running.request_id: self._stop_overdue(rid))
+
+    def _stop_overdue(self, request_id: str) -> None:
+        if self.current is not None and self.current.request_id == request_id:
+            self.client.kill()   # reported through failed(): shown as stopped
+
+    # ---- worker events (GUI thread) ------------------------------------------------------
+    def _mine(self, request_id: str) -> Optional[RunningAsk]:
+        running = self.current
+        return running if running is not None and running.request_id == request_id else None
+
+    def _on_loaded(self, request_id: str, info: dict) -> None:
+        self.model_info = info
+        providers = ", ".join(f"{k}: {v}" for k, v in (info.get("providers") or {}).items())
+        self.dock.show_status(self.tr("Model loaded in {s} s on {device}{providers}. Thinking…").format(
+            s=info.get("seconds", "?"), device=info.get("device", "?"),
+            providers=f" ({providers})" if providers else ""))
+        running = self._mine(request_id)
+        if running is not None:
+            running.turn.message = self.tr("Thinking…")
+            self.refresh()
+
+    def _on_progress(self, request_id: str, stage: str, fraction: float, message: str) -> None:
+        running = self._mine(request_id)
+        if running is None:
+            return
+        self.dock.show_progress(stage_label(stage), fraction)
+        running.task.relay_progress(stage, fraction)
+
+    def _on_token(self, request_id: str, text: str) -> None:
+        running = self._mine(request_id)
+        if running is not None:
+            running.turn.text += text
+            self.refresh()
+
+    def _on_answered(self, request_id: str, answer: dict) -> None:
+        running = self._mine(request_id)
+        if running is None:
+            return
+        turn = running.turn
+        turn.text = str(answer.get("text", turn.text)).strip()
+        turn.stats = stats_from_trace(answer.get("trace") or {})
+        turn.status = "answered"
+        turn.message = ""
+        layer = self.project.mapLayer(running.layer_id)
+        status, error = self.tr("Answered."), False
+        if layer is not None and answer.get("heat_cells"):
+            try:
+                heat = add_heat_layer(self.project, layer, answer)
+                turn.heat_layer_id, turn.heat_path = heat.id(), heat.source().split("|")[0]
+            except OSError as exc:
+                status, error = self.tr("Answered, but the heatmap could not be added: {e}").format(
+                    e=exc), True
+        self._finish(running, "answered", status, error)
+
+    def _on_failed(self, request_id: str, message: str) -> None:
+        running = self._mine(request_id)
+        if running is None:
+            return
+        if running.stopping:
+            self._on_cancelled(request_id)
+            return
+        running.turn.status, running.turn.message = "failed", message
+        self._finish(running, "failed", message, True)
+
+    def _on_cancelled(self, request_id: str) -> None:
+        running = self._mine(request_id)
+        if running is None:
+            return
+        running.turn.status = "stopped"
+        running.turn.message = self.tr("Stopped; nothing was added to the map.")
+        self._finish(running, "stopped", running.turn.message, False)
+
+    def _on_died(self, message: str) -> None:
+        self.model_info = {}
+        if self.current is None:
+            self.dock.show_status(message, error=True)
+
+    def _finish(self, running: RunningAsk, outcome: str, status: str, error: bool) -> None:
+        running.task.finish(outcome)
+        self.current = None
+        self.dock.set_busy(False)
+        self.dock.show_status(status, error)
+        self.conversations.save_to_project(self.project)
+        self.refresh()
+
+    # ---- the conversation ----------------------------------------------------------------
+    def current_turns(self):
+        layer = self.dock.layer_combo.currentLayer()
+        return self.conversations.turns(layer.id()) if layer is not None else []
+
+    def refresh(self) -> None:
+        root = self.project.layerTreeRoot()
+        visible = set()
+        for turn in self.current_turns():
+            node = root.findLayer(turn.heat_layer_id) if turn.heat_layer_id else None
+            if node is not None and node.isVisible():
+                visible.add(turn.heat_layer_id)
+        self.dock.render(self.current_turns(), visible)
+
+    def _on_turn_action(self, action: str, index: int) -> None:
+        turns = self.current_turns()
+        if not 0 <= index < len(turns):
+            return
+        layer = self.project.mapLayer(turns[index].heat_layer_id)
+        if layer is None:
+            self.dock.show_status(self.tr("The heat layer of this answer was removed from the "
+                                          "project."), error=True)
+            return
+        node = self.project.layerTreeRoot().findLayer(layer.id())
+        if action == "toggle" and node is not None:
+            node.setItemVisibilityChecked(not node.isVisible())
+            if not node.isVisible():
+                node.setItemVisibilityCheckedParentRecursive(True)
+        elif action == "zoom" and self.iface is not None:
+            canvas = self.iface.mapCanvas()
+            transform = QgsCoordinateTransform(layer.crs(), canvas.mapSettings().destinationCrs(),
+                                               self.project)
+            extent = transform.transformBoundingBox(layer.extent())
+            extent.scale(1.2)
+            canvas.setExtent(extent)
+            canvas.refresh()
+        self.refresh()
+
+    def clear_conversation(self) -> None:
+        layer = self.dock.layer_combo.currentLayer()
+        if layer is not None and self.current is None:
+            self.conversations.clear(layer.id())
+            self.conversations.save_to_project(self.project)
+            self.refresh()
+
+    def export_rows(self):
+        rows = []
+        for layer_id, turns in self.conversations.by_layer.items():
+            layer = self.project.mapLayer(layer_id)
+            name = layer.name() if layer is not None else layer_id
+            rows += [(name, t) for t in turns if t.finished]
+        return rows
+
+    def export_history(self, fmt: str, path: str) -> Path:
+        text = export_csv(self.export_rows()) if fmt == "csv" else export_markdown(self.export_rows())
+        target = Path(path)
+        target.write_text(text, encoding="utf-8")
+        return target
+
+    def _export_with_dialog(self, fmt: str) -> None:
+        suffix = "CSV (*.csv)" if fmt == "csv" else "Markdown (*.md)"
+        path, _ = QFileDialog.getSaveFileName(self.dock, self.tr("Export the conversation"), "",
+                                              suffix)
+        if path:
+            self.dock.show_status(self.tr("Exported to {path}").format(
+                path=self.export_history(fmt, path)))
+
+    def _on_project_read(self, *_args) -> None:
+        self.conversations = Conversations.load_from_project(self.project)
+        self.refresh()
+
+    def _on_project_cleared(self) -> None:
+        if self.current is None:
+            self.conversations = Conversations()
+            self.refresh()
+
+    # ---- models and settings -------------------------------------------------------------
+    def fill_models(self) -> None:
+        combo = self.dock.model_combo
+        combo.clear()
+        for info in find_bundles(self.settings.model_folders, self.settings.model_dir):
+            combo.addItem(info.label, str(info.path))
+            combo.setItemData(combo.count() - 1, info.problem or str(info.path), Qt.ToolTipRole)
+        if combo.count() == 0:
+            combo.addItem(self.tr("No model found: open the settings"), "")
+        index = combo.findData(self.settings.model_dir)
+        combo.setCurrentIndex(max(index, 0))
+
+    def _on_model_chosen(self, index: int) -> None:
+        path = self.dock.model_combo.itemData(index) or ""
+        if path != self.settings.model_dir:
+            self.settings.model_dir = path
+            save_settings(self.settings)
+            problem = check_bundle(path)
+            self.dock.show_status(problem or "", error=bool(problem))
+
+    def show_settings(self) -> None:
+        self.open_settings()
+
+    def open_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.settings, self.dock)
+        if dialog.exec_():
+            self.apply_settings(dialog.result_settings())
+
+    def apply_settings(self, settings) -> None:
+        restart = (settings.python, settings.device) != (self.settings.python, self.settings.device)
+        self.settings = settings
+        save_settings(settings)
+        self.client.python = settings.python
+        if restart and self.current is None:
+            self.client.shutdown()   # the next question starts the new runtime
+            self.model_info = {}
+        self.fill_models()
+
+
+def stage_label(stage: str) -> str:
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    def tr(text):
+        return QCoreApplication.translate("DockController", text)
+
+    labels = {"load": tr("Loading the model"), "read": tr("Reading pixels"),
+              "encode": tr("Encoding tiles"), "score": tr("Scoring tokens"),
+              "select": tr("Selecting tiles"), "generate": tr("Writing the answer")}
+    return labels.get(stage, stage or tr("Working"))
+
+
+def _rgb_bands(layer: QgsRasterLayer):
+    """The bands the layer shows as red, green, blue, so the model sees what the analyst sees."""
+    renderer = layer.renderer()
+    if renderer is not None and renderer.type() == "multibandcolor":
+        bands = [renderer.redBand(), renderer.greenBand(), renderer.blueBand()]
+        if all(b > 0 for b in bands) and bands != [1, 2, 3]:
+            return bands
+    return None

@@ -1,0 +1,123 @@
+"""The conversations per raster layer: turns, project persistence and Markdown/CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+PROJECT_SCOPE = "rs_vqa"
+PROJECT_KEY = "conversations"
+
+
+@dataclass
+class Turn:
+    question: str
+    text: str = ""
+    status: str = "asking"          # asking | answered | stopped | failed
+    message: str = ""               # why it stopped or failed
+    stats: Dict[str, object] = field(default_factory=dict)   # seconds, tiles, llm_tokens, levels
+    heat_layer_id: str = ""
+    heat_path: str = ""
+    request_id: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "asking"
+
+
+def stats_from_trace(trace: dict) -> Dict[str, object]:
+    seconds = trace.get("seconds") or {}
+    return {"seconds": round(float(seconds.get("total", 0.0) or 0.0), 2),
+            "tiles": int(trace.get("tiles_encoded", 0) or 0),
+            "llm_tokens": int(trace.get("llm_tokens", 0) or 0),
+            "levels": list(trace.get("levels") or [])}
+
+
+class Conversations:
+    """Turns per layer id. Follow-ups send the answered turns of the same layer as history."""
+
+    def __init__(self) -> None:
+        self.by_layer: Dict[str, List[Turn]] = {}
+
+    def turns(self, layer_id: str) -> List[Turn]:
+        return self.by_layer.setdefault(layer_id, [])
+
+    def history(self, layer_id: str) -> List[List[str]]:
+        return [[t.question, t.text] for t in self.turns(layer_id) if t.status == "answered"]
+
+    def find(self, request_id: str) -> Optional[Turn]:
+        for turns in self.by_layer.values():
+            for turn in turns:
+                if turn.request_id == request_id:
+                    return turn
+        return None
+
+    def clear(self, layer_id: str) -> None:
+        self.by_layer.pop(layer_id, None)
+
+    def to_json(self) -> str:
+        return json.dumps({layer: [asdict(t) for t in turns if t.finished]
+                           for layer, turns in self.by_layer.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Conversations":
+        conversations = cls()
+        if not text:
+            return conversations
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return conversations   # a damaged entry must not stop the project from opening
+        known = set(Turn.__dataclass_fields__)
+        for layer, turns in (data or {}).items():
+            conversations.by_layer[layer] = [Turn(**{k: v for k, v in t.items() if k in known})
+                                             for t in turns]
+        return conversations
+
+    def save_to_project(self, project) -> None:
+        project.writeEntry(PROJECT_SCOPE, PROJECT_KEY, self.to_json())
+
+    @classmethod
+    def load_from_project(cls, project) -> "Conversations":
+        text, _ok = project.readEntry(PROJECT_SCOPE, PROJECT_KEY, "")
+        return cls.from_json(text)
+
+
+CSV_FIELDS = ("layer", "question", "answer", "status", "seconds", "tiles", "llm_tokens", "levels",
+              "heatmap")
+
+
+def export_csv(rows: List[tuple]) -> str:
+    """rows: (layer name, Turn). One line per turn."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_FIELDS)
+    for layer_name, turn in rows:
+        stats = turn.stats or {}
+        writer.writerow([layer_name, turn.question, turn.text, turn.status,
+                         stats.get("seconds", ""), stats.get("tiles", ""),
+                         stats.get("llm_tokens", ""),
+                         " ".join(str(v) for v in stats.get("levels", []) or []), turn.heat_path])
+    return out.getvalue()
+
+
+def export_markdown(rows: List[tuple], title: str = "RS-VQA conversation") -> str:
+    lines = [f"# {title}", ""]
+    current = None
+    for layer_name, turn in rows:
+        if layer_name != current:
+            lines += [f"## {layer_name}", ""]
+            current = layer_name
+        lines.append(f"**Q:** {turn.question}  ")
+        answer = turn.text if turn.status == "answered" else f"_{turn.status}: {turn.message}_"
+        lines.append(f"**A:** {answer}")
+        stats = turn.stats or {}
+        if stats:
+            levels = ", ".join(str(v) for v in stats.get("levels", []) or [])
+            lines.append(f"<sub>{stats.get('seconds', '?')} s, {stats.get('tiles', '?')} tiles read, "
+                         f"{stats.get('llm_tokens', '?')} LLM tokens, levels {levels}</sub>")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""The plugin's persisted settings (QgsSettings): runtime Python, model, device and engine knobs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from qgis.core import QgsSettings
+
+from ..paths import default_model_dir, repo_root
+
+PREFIX = "rs_vqa/"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def default_runtime_python() -> str:
+    """The venv `./build.sh setup` makes next to the sources, when there is one."""
+    candidate = repo_root() / ".venv" / "bin" / "python"
+    return str(candidate) if candidate.exists() else ""
+
+
+@dataclass
+class PluginSettings:
+    python: str = ""
+    model_dir: str = ""
+    model_folders: List[str] = field(default_factory=list)   # extra folders searched for bundles
+    device: str = "auto"
+    alpha: Optional[float] = None      # None: the bundle's manifest value
+    n_max: Optional[int] = None
+    max_new_tokens: int = 32
+
+    def ask_options(self) -> dict:
+        options = {"max_new_tokens": int(self.max_new_tokens)}
+        if self.alpha:
+            options["alpha"] = float(self.alpha)
+        if self.n_max:
+            options["n_max"] = int(self.n_max)
+        return options
+
+
+def load_settings(store: Optional[QgsSettings] = None) -> PluginSettings:
+    store = store or QgsSettings()
+    python = store.value(PREFIX + "python", None)
+    model = store.value(PREFIX + "model_dir", None)
+    folders = store.value(PREFIX + "model_folders", []) or []
+    if isinstance(folders, str):
+        folders = [folders]
+    alpha = float(store.value(PREFIX + "alpha", 0.0) or 0.0)
+    n_max = int(store.value(PREFIX + "n_max", 0) or 0)
+    default_model = default_model_dir()
+    return PluginSettings(
+        # None (never set) falls back to the repo's venv; "" (cleared by the user) stays unset.
+        python=default_runtime_python() if python is None else str(python),
+        model_dir=(str(default_model) if (default_model / "manifest.json").exists() else "")
+        if model is None else str(model),
+        model_folders=[str(f) for f in folders if f],
+        device=str(store.value(PREFIX + "device", "auto") or "auto"),
+        alpha=alpha or None, n_max=n_max or None,
+        max_new_tokens=int(store.value(PREFIX + "max_new_tokens", 32) or 32))
+
+
+def save_settings(settings: PluginSettings, store: Optional[QgsSettings] = None) -> None:
+    store = store or QgsSettings()
+    values = asdict(settings)
+    values["alpha"] = values["alpha"] or 0.0
+    values["n_max"] = values["n_max"] or 0
+    for key, value in values.items():
+        store.setValue(PREFIX + key, value)
+
+
+def plugin_data_dir() -> Path:
+    """Where files of unsaved projects go (heatmaps); inside the QGIS profile, not the plugin folder
+    (QGIS deletes the plugin folder on upgrade)."""
+    from qgis.core import QgsApplication
+
+    folder = Path(QgsApplication.qgisSettingsDirPath()) / "rs_vqa"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

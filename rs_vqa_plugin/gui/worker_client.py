@@ -1,0 +1,245 @@
+"""Talks to the engine worker process (runtime Python) from the GUI thread through a QProcess.
+
+Events arrive as Qt signals on the GUI thread. A worker that dies (crash, out of memory, killed) or
+stops sending heartbeats is reported plainly; the next question starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, pyqtSignal
+
+from ..paths import PACKAGE_DIR
+
+HEARTBEAT_TIMEOUT_S = 30.0
+STDERR_LINES_KEPT = 40
+
+
+class WorkerClient(QObject):
+    loaded = pyqtSignal(str, dict)                # request id, {model, device, providers, seconds}
+    progress = pyqtSignal(str, str, float, str)   # request id, stage, fraction, message
+    token = pyqtSignal(str, str)                  # request id, text
+    answered = pyqtSignal(str, dict)              # request id, answer_to_dict(...)
+    failed = pyqtSignal(str, str)                 # request id, plain-language message
+    cancelled = pyqtSignal(str)                   # request id
+    died = pyqtSignal(str)                        # message; every pending request also failed
+
+    def __init__(self, python: str = "", parent: Optional[QObject] = None,
+                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
+        super().__init__(parent)
+        self.python = python
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.process: Optional[QProcess] = None
+        self.pending: Dict[str, str] = {}        # request id -> command
+        self.stderr_tail = collections.deque(maxlen=STDERR_LINES_KEPT)
+        self.last_event_time = 0.0
+        self._buffer = b""
+        self._closing = False
+        self._starting = False
+        self._hung = False
+        self._ids = itertools.count(1)
+        self._watchdog = QTimer(self)
+        self._watchdog.setInterval(2000)
+        self._watchdog.timeout.connect(self._check_heartbeat)
+
+    # ---- life cycle ----------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.state() != QProcess.NotRunning
+
+    def runtime_problem(self) -> Optional[str]:
+        if not self.python:
+            return self.tr("No runtime Python is set. Open the RS-VQA settings and use \"Set up "
+                           "runtime\", or choose a Python that has the rs-vqa stack installed.")
+        if not Path(self.python).is_file():
+            return self.tr("The runtime Python {path} does not exist. Open the RS-VQA settings and "
+                           "choose another one, or use \"Set up runtime\".").format(path=self.python)
+        return None
+
+    def start(self) -> Optional[str]:
+        """Start the worker if needed; returns a problem message or None."""
+        if self.is_running():
+            return None
+        problem = self.runtime_problem()
+        if problem:
+            return problem
+        process = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        # The worker imports this very package; the runtime needs no install of the plugin.
+        parent = str(PACKAGE_DIR.parent)
+        env.insert("PYTHONPATH", os.pathsep.join(p for p in (parent, env.value("PYTHONPATH")) if p))
+        env.insert("PYTHONUNBUFFERED", "1")
+        env.insert("HF_HUB_OFFLINE", "1")
+        env.insert("TRANSFORMERS_OFFLINE", "1")
+        env.remove("PYTHONHOME")   # QGIS may set it for its own embedded Python
+        process.setProcessEnvironment(env)
+        process.setWorkingDirectory(parent)
+        process.readyReadStandardOutput.connect(self._read_stdout)
+        process.readyReadStandardError.connect(self._read_stderr)
+        process.finished.connect(self._on_finished)
+        process.errorOccurred.connect(self._on_error)
+        self.process = process
+        self._buffer = b""
+        self._closing = False
+        self.stderr_tail.clear()
+        self.last_event_time = time.monotonic()
+        self._starting = True   # a failed start is returned here, not reported as a death
+        process.start(self.python, ["-u", "-m", "rs_vqa_plugin", "worker"])
+        started = process.waitForStarted(10000)
+        self._starting = False
+        if not started:
+            self.process = None
+            process.deleteLater()
+            return self.tr("The runtime Python {path} could not be started ({error}). Check it in "
+                           "the RS-VQA settings.").format(path=self.python,
+                                                          error=process.errorString())
+        self._watchdog.start()
+        return None
+
+    def shutdown(self, wait_ms: int = 3000) -> None:
+        """Ask the worker to stop, and end it if it does not (frees the model and GPU memory)."""
+        process = self.process
+        if process is None:
+            return
+        self._closing = True
+        self._watchdog.stop()
+        if process.state() != QProcess.NotRunning:
+            self._send({"id": self._next_id("shutdown"), "cmd": "shutdown"})
+            process.closeWriteChannel()
+            if not process.waitForFinished(wait_ms):
+                process.kill()
+                process.waitForFinished(1000)
+        self.pending.clear()
+        process.deleteLater()
+        self.process = None
+
+    def kill(self) -> None:
+        """Hard stop (as the OOM killer would); reported through `died` like any crash."""
+        if self.is_running():
+            self.process.kill()
+
+    # ---- requests ------------------------------------------------------------------------
+    def _next_id(self, prefix: str) -> str:
+        return f"{prefix}-{next(self._ids)}"
+
+    def _send(self, request: dict) -> None:
+        self.process.write((json.dumps(request) + "\n").encode("utf-8"))
+
+    def request(self, cmd: str, **fields) -> tuple:
+        """(request id, problem). Starts the worker when needed."""
+        problem = self.start()
+        if problem:
+            return "", problem
+        request_id = self._next_id(cmd)
+        self.pending[request_id] = cmd
+        self._send({"id": request_id, "cmd": cmd, **fields})
+        return request_id, None
+
+    def load(self, model: str, device: str = "auto") -> tuple:
+        return self.request("load", model=model, device=device)
+
+    def ask(self, raster: str, question: str, options: dict, model: str = "",
+            device: str = "auto") -> tuple:
+        # The model rides along: the worker loads it once and keeps it warm for the next asks.
+        return self.request("ask", raster=raster, question=question, options=options,
+                            model=model, device=device)
+
+    def cancel(self, request_id: str) -> None:
+        if self.is_running() and request_id in self.pending:
+            self._send({"id": self._next_id("cancel"), "cmd": "cancel", "target": request_id})
+
+    # ---- events --------------------------------------------------------------------------
+    def _read_stdout(self) -> None:
+        if self.process is None:
+            return
+        self._buffer += bytes(self.process.readAllStandardOutput())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._dispatch(line)
+
+    def _read_stderr(self) -> None:
+        if self.process is None:
+            return
+        text = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
+        self.stderr_tail.extend(line for line in text.splitlines() if line.strip())
+
+    def _dispatch(self, line: bytes) -> None:
+        self.last_event_time = time.monotonic()
+        try:
+            event = json.loads(line.decode("utf-8", "replace"))
+        except ValueError:
+            self.stderr_tail.append(line.decode("utf-8", "replace"))
+            return
+        request_id, kind = str(event.get("id", "")), event.get("event")
+        if kind in ("heartbeat", "ready", "pong"):
+            return
+        if kind == "progress":
+            self.progress.emit(request_id, str(event.get("stage", "")),
+                               float(event.get("fraction", 0.0)), str(event.get("message", "")))
+        elif kind == "token":
+            self.token.emit(request_id, str(event.get("text", "")))
+        elif kind == "loaded":
+            info = {k: v for k, v in event.items() if k not in ("id", "event")}
+            self.loaded.emit(request_id, info)
+            if self.pending.get(request_id) == "load":
+                self.pending.pop(request_id, None)
+        elif kind == "answer":
+            self.pending.pop(request_id, None)
+            self.answered.emit(request_id, event.get("answer") or {})
+        elif kind == "error":
+            self.pending.pop(request_id, None)
+            self.failed.emit(request_id, str(event.get("message", "")))
+        elif kind == "cancelled":
+            self.pending.pop(request_id, None)
+            self.cancelled.emit(request_id)
+        elif kind == "shutdown":
+            self.pending.pop(request_id, None)
+
+    def _check_heartbeat(self) -> None:
+        if self.is_running() and time.monotonic() - self.last_event_time > self.heartbeat_timeout_s:
+            self.stderr_tail.append("rs-vqa: no heartbeat from the worker; ended it.")
+            self._hung = True
+            self.process.kill()
+
+    def _on_error(self, error) -> None:
+        if error == QProcess.FailedToStart and not (self._closing or self._starting):
+            self._report_death(self.tr("The runtime Python {path} could not be started. Check it "
+                                       "in the RS-VQA settings.").format(path=self.python))
+
+    def _on_finished(self, exit_code: int, exit_status) -> None:
+        if self.process is not None:
+            self._read_stdout()
+            self._read_stderr()
+        if self._closing or self._starting:
+            return
+        if self._hung:
+            reason = self.tr("stopped responding and was ended")
+        elif exit_status == QProcess.CrashExit:
+            reason = self.tr("crashed or was killed (for example by the system when memory ran "
+                             "out)")
+        else:
+            reason = self.tr("exited with code {code}").format(code=exit_code)
+        last = self.stderr_tail[-1] if self.stderr_tail else ""
+        message = self.tr("The RS-VQA runtime {reason}. QGIS is fine; the next question starts a "
+                          "fresh runtime.").format(reason=reason)
+        if last:
+            message += " " + self.tr("Last runtime message: {line}").format(line=last[-300:])
+        self._report_death(message)
+
+    def _report_death(self, message: str) -> None:
+        self._watchdog.stop()
+        self._hung = False
+        pending, self.pending = self.pending, {}
+        if self.process is not None:
+            self.process.deleteLater()
+        self.process = None
+        for request_id in pending:
+            self.failed.emit(request_id, message)
+        self.died.emit(message)
