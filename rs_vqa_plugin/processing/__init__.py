@@ -1,0 +1,1 @@
+"""Processing toolbox: the rs_vqa provider and its algorithms (ask, evaluate, build pyramid)."""

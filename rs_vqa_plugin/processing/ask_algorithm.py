@@ -1,0 +1,205 @@
+"""rs_vqa:ask — a batch of questions about one raster: an answers table, a heatmap layer, a count."""
+
+from __future__ import annotations
+
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
+                       QgsGeometry, QgsPointXY, QgsProcessing, QgsProcessingAlgorithm,
+                       QgsProcessingException, QgsProcessingOutputNumber,
+                       QgsProcessingParameterExtent, QgsProcessingParameterFeatureSink,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterString, QgsWkbTypes)
+from qgis.PyQt.QtCore import QVariant
+
+from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, MODES, DEVICES, alpha_parameter,
+                     check_model_folder, device_parameter, mode_parameter, model_parameter,
+                     n_max_parameter, non_raster_message, optional_number, raster_path)
+from .feedback_bridge import FeedbackBridge
+from .runtime import require_ml_runtime
+from .scope import scope_from_parameters
+
+
+def answer_fields() -> QgsFields:
+    fields = QgsFields()
+    for name, kind in (("question_id", QVariant.String), ("question", QVariant.String),
+                       ("answer", QVariant.String), ("seconds", QVariant.Double),
+                       ("tiles_read", QVariant.Int), ("llm_vision_tokens", QVariant.Int),
+                       ("levels", QVariant.String), ("mode", QVariant.String),
+                       ("stop_reason", QVariant.String)):
+        fields.append(QgsField(name, kind))
+    return fields
+
+
+def heat_fields() -> QgsFields:
+    fields = QgsFields()
+    for name, kind in (("question_index", QVariant.Int), ("question", QVariant.String),
+                       ("score", QVariant.Double), ("level", QVariant.Int), ("tile", QVariant.String),
+                       ("rank", QVariant.Int), ("kind", QVariant.String)):
+        fields.append(QgsField(name, kind))
+    return fields
+
+
+def _answer_row(fields, question, answer) -> QgsFeature:
+    trace = answer.trace or {}
+    feature = QgsFeature(fields)
+    feature.setAttributes([
+        question.question_id, question.text, answer.text,
+        float((trace.get("seconds") or {}).get("total", 0.0)),
+        int(trace.get("tiles_encoded", 0)), int(trace.get("llm_vision_tokens", 0)),
+        ",".join(str(level) for level in trace.get("levels", [])), answer.mode,
+        str(trace.get("stop_reason", "")),
+    ])
+    return feature
+
+
+def _heat_features(fields, index, question, answer):
+    for cell in answer.heat_cells:
+        feature = QgsFeature(fields)
+        feature.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(x, y) for x, y in cell.ring]]))
+        row, col = cell.tile
+        feature.setAttributes([index, question.text, float(cell.score), int(cell.level), f"{row},{col}",
+                               int(cell.rank), cell.kind])
+        yield feature
+
+
+class AskAlgorithm(QgsProcessingAlgorithm):
+    def name(self):
+        return "ask"
+
+    def displayName(self):  # noqa: N802 (QGIS API name)
+        return "Ask questions about a raster"
+
+    def group(self):
+        return GROUP_NAME
+
+    def groupId(self):  # noqa: N802 (QGIS API name)
+        return GROUP_ID
+
+    def tags(self):
+        return ["vqa", "question", "vision language model", "llm", "remote sensing", "heatmap", "batch"]
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API name)
+        return (
+            "Answers questions about a (large) raster with a vision-language model that reads it "
+            "coarse to fine through GDAL overviews and keeps only the image tokens that matter "
+            "for the question.\n\n"
+            "QUESTIONS: one question per line, or the path of a .csv (a 'question' or 'text' "
+            "column, else the first column), .jsonl (LRS-VQA: 'text' and 'question_id') or .txt "
+            "file. SCOPE: optional extent or polygon layer to ask inside.\n"
+            f"MODE: {MODE_HELP}.\n\n"
+            "Outputs: a table with one row per question (answer, seconds, tiles read, LLM vision "
+            "tokens, pyramid levels visited), a heatmap polygon layer in the raster's CRS with the "
+            "cells the model looked at for every question (field 'question'), and the number of "
+            "questions answered. The model is loaded once per run. Cancel stops between questions "
+            "and inside long stages; the questions answered so far are kept.\n\n"
+            "Runs the model in this Python: it needs torch, transformers and onnxruntime (the "
+            "runtime made by ./build.sh setup)."
+        )
+
+    def createInstance(self):  # noqa: N802 (QGIS API name)
+        return AskAlgorithm()
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API name)
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
+        self.addParameter(QgsProcessingParameterString(
+            "QUESTIONS", "Questions (one per line) or a .csv / .jsonl / .txt file", multiLine=True))
+        self.addParameter(QgsProcessingParameterExtent(
+            "SCOPE", "Scope: extent or polygon layer (empty: the whole raster)", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "SCOPE_POLYGONS", "Scope polygons (optional)", [QgsProcessing.TypeVectorPolygon],
+            optional=True))
+        self.addParameter(model_parameter())
+        self.addParameter(mode_parameter())
+        self.addParameter(alpha_parameter())
+        self.addParameter(n_max_parameter())
+        self.addParameter(device_parameter())
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            "OUTPUT", "Answers", QgsProcessing.TypeVector))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            "HEATMAP", "Heatmap", QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=True))
+        self.addOutput(QgsProcessingOutputNumber("ANSWERED", "Questions answered"))
+
+    # -- checks before any heavy work ---------------------------------------------------------
+    def _questions(self, parameters, context):
+        from ..engine.errors import InputError
+        from .questions import parse_questions
+
+        try:
+            return parse_questions(self.parameterAsString(parameters, "QUESTIONS", context))
+        except InputError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API name)
+        message = non_raster_message("INPUT", parameters.get("INPUT"), context)
+        if message:
+            return False, message
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        try:
+            if not self._questions(parameters, context):
+                return False, ("No questions: type at least one question in QUESTIONS (one per line) "
+                               "or give the path of a .csv / .jsonl / .txt file of questions.")
+        except QgsProcessingException as exc:
+            return False, str(exc)
+        message = check_model_folder(self.parameterAsFile(parameters, "MODEL", context))
+        if message:
+            return False, message
+        return True, ""
+
+    # -- the run --------------------------------------------------------------------------------
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        path = raster_path(layer)
+        questions = self._questions(parameters, context)
+        if not questions:
+            raise QgsProcessingException("No questions to answer.")
+        model_dir = self.parameterAsFile(parameters, "MODEL", context)
+        scope = scope_from_parameters(self, parameters, context, layer)
+        options_kwargs = dict(
+            mode=MODES[self.parameterAsEnum(parameters, "MODE", context)],
+            alpha=optional_number(self, parameters, "ALPHA", context),
+            n_max=optional_number(self, parameters, "N_MAX", context, integer=True),
+            scope=scope,
+        )
+        device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+
+        sink, sink_id = self.parameterAsSink(parameters, "OUTPUT", context, answer_fields(),
+                                             QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
+        heat_sink, heat_id = self.parameterAsSink(parameters, "HEATMAP", context, heat_fields(),
+                                                  QgsWkbTypes.Polygon, layer.crs())
+        require_ml_runtime()
+        from ..engine.errors import Cancelled, RsVqaError
+        from ..engine.pipeline import AskOptions, Engine
+
+        bridge = FeedbackBridge(feedback, total_units=len(questions))
+        answered = 0
+        try:
+            feedback.pushInfo(f"Loading the model from {model_dir} ({device})…")
+            engine = Engine(model_dir, device=device, events=bridge)
+            options = AskOptions(**options_kwargs)
+            for index, question in enumerate(questions):
+                if bridge.cancelled:
+                    break
+                bridge.start_unit(index)
+                feedback.pushInfo(f"[{index + 1}/{len(questions)}] {question.text}")
+                answer = engine.ask(path, question.text, options, events=bridge, cancel=bridge.token)
+                sink.addFeature(_answer_row(answer_fields(), question, answer), QgsFeatureSink.FastInsert)
+                if heat_sink is not None:
+                    heat_sink.addFeatures(list(_heat_features(heat_fields(), index, question, answer)),
+                                          QgsFeatureSink.FastInsert)
+                answered += 1
+                feedback.pushInfo(f"    -> {answer.text}")
+                bridge.finish_unit(index)
+        except Cancelled:
+            feedback.reportError(f"Cancelled after {answered} of {len(questions)} questions; "
+                                 "the answers so far are kept.")
+        except RsVqaError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        finally:
+            bridge.close()
+        results = {"OUTPUT": sink_id, "ANSWERED": answered}
+        if heat_sink is not None:
+            results["HEATMAP"] = heat_id
+        return results

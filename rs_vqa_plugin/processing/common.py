@@ -1,0 +1,107 @@
+"""Parameter pieces shared by the RS-VQA algorithms: model folder, mode, raster inputs, cheap checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from qgis.core import (QgsProcessingException, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsProcessingUtils,
+                       QgsRasterLayer, QgsVectorLayer)
+
+from ..paths import default_model_dir
+
+GROUP_ID = "questions"
+GROUP_NAME = "Questions about rasters"
+MODES = ("dip", "prune-only", "grid", "thumbnail", "full")
+MODE_HELP = ("dip: coarse-to-fine pyramid with token pruning (the method); prune-only: one fixed "
+             "level, pruned; grid: one fixed level, all tiles; thumbnail: the overview image only; "
+             "full: every finest tile (slow, for comparisons)")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def model_parameter(name: str = "MODEL"):
+    return QgsProcessingParameterFile(
+        name, "Model folder (a bundle with manifest.json)",
+        behavior=QgsProcessingParameterFile.Folder, defaultValue=str(default_model_dir()))
+
+
+def mode_parameter(name: str = "MODE"):
+    return QgsProcessingParameterEnum(name, "Mode", options=list(MODES), defaultValue=0)
+
+
+def advanced(parameter):
+    parameter.setFlags(parameter.flags() | parameter.FlagAdvanced)
+    return parameter
+
+
+def alpha_parameter():
+    return advanced(QgsProcessingParameterNumber(
+        "ALPHA", "Share of tokens kept per level (alpha; empty: the model's default)",
+        type=QgsProcessingParameterNumber.Double, minValue=0.0, maxValue=1.0, optional=True))
+
+
+def n_max_parameter():
+    return advanced(QgsProcessingParameterNumber(
+        "N_MAX", "Largest number of vision tokens given to the LLM (N_max; empty: the model's default)",
+        type=QgsProcessingParameterNumber.Integer, minValue=1, optional=True))
+
+
+def device_parameter():
+    return advanced(QgsProcessingParameterEnum("DEVICE", "Device", options=list(DEVICES), defaultValue=0))
+
+
+def optional_number(algorithm, parameters, name, context, integer=False):
+    """None when the optional parameter was left empty (then the model's manifest decides)."""
+    if parameters.get(name) in (None, ""):
+        return None
+    if integer:
+        return algorithm.parameterAsInt(parameters, name, context)
+    return algorithm.parameterAsDouble(parameters, name, context)
+
+
+def check_model_folder(path_text: str) -> Optional[str]:
+    """A message for a model folder that cannot be used, or None. Cheap: reads the manifest only."""
+    if not path_text:
+        return "MODEL is empty: give the folder of a model bundle (e.g. models/default)."
+    path = Path(path_text)
+    if not path.is_dir():
+        return (f"The model folder {path} does not exist. Give the folder of a model bundle "
+                "(it holds manifest.json, vision.onnx, rfm.onnx and llm/); `python -m rs_vqa_plugin "
+                "tiny-model` or `convert` makes one.")
+    if not (path / "manifest.json").is_file():
+        return (f"{path} is not a model bundle: it has no manifest.json. Give the folder made by "
+                "`python -m rs_vqa_plugin convert` or `tiny-model`.")
+    try:
+        from ..engine.bundle import load_bundle  # reads JSON and small arrays; no torch
+    except ImportError:
+        return None
+    from ..engine.errors import RsVqaError
+
+    try:
+        load_bundle(path)
+    except RsVqaError as exc:
+        return str(exc)
+    return None
+
+
+def non_raster_message(name: str, value, context) -> Optional[str]:
+    """A clear message when a raster parameter was given a vector layer (or nothing usable)."""
+    layer = value if isinstance(value, (QgsVectorLayer, QgsRasterLayer)) else None
+    if layer is None and isinstance(value, str) and value:
+        layer = QgsProcessingUtils.mapLayerFromString(value, context)
+    if isinstance(layer, QgsVectorLayer):
+        return (f"{name} '{layer.name()}' is a vector layer; choose a raster layer "
+                "(GeoTIFF, COG, VRT, ...).")
+    return None
+
+
+def raster_path(layer: QgsRasterLayer, name: str = "INPUT") -> str:
+    """The GDAL dataset name behind a raster layer; the engine reads it with GDAL itself."""
+    if layer is None:
+        raise QgsProcessingException(f"{name}: no raster layer was given or it could not be opened.")
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"{name} '{layer.name()}' comes from the '{layer.providerType()}' provider; RS-VQA reads "
+            "rasters through GDAL files. Save it as a GeoTIFF first (Raster › Conversion › Translate).")
+    return layer.source()

@@ -1,0 +1,96 @@
+"""Questions for a batch: typed one per line, or read from a CSV or an LRS-VQA jsonl file."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+from ..engine.errors import InputError
+
+QUESTION_FILE_SUFFIXES = (".csv", ".jsonl", ".txt")
+# Column / key names accepted for the question text, in order of preference (LRS-VQA uses "text").
+TEXT_KEYS = ("question", "text", "query")
+ID_KEYS = ("question_id", "id")
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    question_id: str = ""
+
+
+def looks_like_question_file(value: str) -> bool:
+    """One line ending like a question file is read as a path (and must then exist)."""
+    value = value.strip()
+    return "\n" not in value and value.lower().endswith(QUESTION_FILE_SUFFIXES)
+
+
+def parse_questions(value: str) -> List[Question]:
+    """Questions from the QUESTIONS parameter; InputError names the file and the expected layout."""
+    value = (value or "").strip()
+    if not value:
+        return []
+    if looks_like_question_file(value):
+        return read_question_file(Path(value))
+    return [Question(line.strip()) for line in value.splitlines() if line.strip()]
+
+
+def read_question_file(path: Path) -> List[Question]:
+    if not path.is_file():
+        raise InputError(f"The question file {path} does not exist: give an existing .csv/.jsonl/.txt "
+                         "file or type the questions one per line.")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path)
+    if suffix == ".csv":
+        return _read_csv(path)
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    return [Question(line.strip()) for line in lines if line.strip()]
+
+
+def _pick(record: dict, keys) -> str:
+    for key in keys:
+        if record.get(key) not in (None, ""):
+            return str(record[key]).strip()
+    return ""
+
+
+def _read_jsonl(path: Path) -> List[Question]:
+    questions = []
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}, line {number}: not valid JSON ({exc.msg}). Each line must be one "
+                             'object such as {"question_id": "q1", "text": "How many ships?"}.') from exc
+        text = _pick(record, TEXT_KEYS) if isinstance(record, dict) else ""
+        if not text:
+            raise InputError(f"{path}, line {number}: no question text; give it under one of the keys "
+                             f"{', '.join(TEXT_KEYS)}.")
+        questions.append(Question(text, _pick(record, ID_KEYS)))
+    return questions
+
+
+def _read_csv(path: Path) -> List[Question]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    if not rows:
+        return []
+    header = [cell.strip().lower() for cell in rows[0]]
+    text_column = next((header.index(key) for key in TEXT_KEYS if key in header), None)
+    if text_column is None:
+        # No recognised header: every row is a question in the first column.
+        return [Question(row[0].strip()) for row in rows if row[0].strip()]
+    id_column = next((header.index(key) for key in ID_KEYS if key in header), None)
+    questions = []
+    for row in rows[1:]:
+        text = row[text_column].strip() if text_column < len(row) else ""
+        if text:
+            qid = row[id_column].strip() if id_column is not None and id_column < len(row) else ""
+            questions.append(Question(text, qid))
+    return questions

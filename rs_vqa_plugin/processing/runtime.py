@@ -1,0 +1,43 @@
+"""Checks that this Python can run the models in-process, and says how to get there when it cannot."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from typing import List
+
+from qgis.core import QgsProcessingException
+
+# What the engine imports to run a question (the vision/RFM parts through ONNX Runtime, the LLM
+# through PyTorch + transformers).
+ML_PACKAGES = ("onnxruntime", "torch", "transformers")
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_ml_packages() -> List[str]:
+    return [name for name in ML_PACKAGES if not _importable(name)]
+
+
+def runtime_help(missing: List[str]) -> str:
+    return (
+        f"RS-VQA's Processing algorithms run the model inside this Python ({sys.executable}), which "
+        f"cannot import {', '.join(missing)}. Set up the runtime once with `./build.sh setup` in the "
+        "rs-vqa source folder, then run the algorithm with that runtime's packages on the path, e.g.\n"
+        "  PYTHONPATH=<rs-vqa>/.venv/lib/python3.X/site-packages QT_QPA_PLATFORM=offscreen "
+        "qgis_process.bin run rs_vqa:ask -- INPUT=image.tif QUESTIONS='How many ships?' OUTPUT=answers.csv\n"
+        "(or start QGIS itself with that PYTHONPATH). The chat dock does not need this: it runs the "
+        "model in a separate worker process."
+    )
+
+
+def require_ml_runtime() -> None:
+    """Raise a QgsProcessingException naming the missing packages, before any heavy work starts."""
+    missing = missing_ml_packages()
+    if missing:
+        raise QgsProcessingException(runtime_help(missing))
