@@ -1,0 +1,281 @@
+"""Open a GDAL raster read-only and read resampled RGB windows (uint8 + validity) through overviews.
+
+Band choice, 8-bit stretch and validity (nodata, alpha, mask bands) live here; the pyramid reader
+asks for source windows at a level's scale and never for the full-resolution image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from osgeo import gdal
+
+from .errors import InputError
+from .geo import GeoReference, georeference_from_dataset
+from .overviews import OverviewState, inspect_overviews
+from .overviews import build_overviews as _build_overviews
+from .progress import CancelToken, EventSink, emit, progress_event
+
+gdal.UseExceptions()
+
+COMPLEX_TYPES = {gdal.GDT_CInt16, gdal.GDT_CInt32, gdal.GDT_CFloat32, gdal.GDT_CFloat64}
+STRETCH_PERCENTILES = (2.0, 98.0)
+# Long side of the decimated read the stretch percentiles come from (served by a coarse overview).
+STRETCH_SAMPLE_SIDE = 1024
+
+
+def _fail(path, what: str, todo: str) -> InputError:
+    return InputError(f"{path}: {what}. {todo}")
+
+
+def _check_blocks_readable(ds, path) -> None:
+    """Read the first and last blocks: a truncated file fails here, not halfway through a question."""
+    bands = [ds.GetRasterBand(1), ds.GetRasterBand(ds.RasterCount)]
+    for band in bands:
+        bx, by = band.GetBlockSize()
+        bx, by = min(bx, ds.RasterXSize), min(by, ds.RasterYSize)
+        for x, y in ((0, 0), (ds.RasterXSize - bx, ds.RasterYSize - by)):
+            try:
+                band.ReadRaster(x, y, bx, by)
+            except RuntimeError as exc:
+                raise _fail(path, f"the pixel data cannot be read ({exc})",
+                            "The file is probably truncated or corrupt: copy or export it again.") from None
+
+
+def _open_failure(path: Path, message: str) -> InputError:
+    """Say why GDAL refused the file as precisely as we can tell."""
+    try:
+        vector = gdal.OpenEx(str(path), gdal.OF_VECTOR)
+    except RuntimeError:
+        vector = None
+    if vector is not None and vector.GetLayerCount():
+        return _fail(path, "is a vector dataset, not a raster",
+                     "Ask about an image layer (GeoTIFF, COG, VRT, ...).")
+    if path.suffix.lower() == ".vrt" and "bands" in message.lower():
+        return _fail(path, f"has no raster bands ({message})", "Add at least one VRTRasterBand to the VRT.")
+    return _fail(path, f"GDAL cannot open it as a raster ({message})",
+                 "Use an image GDAL reads (GeoTIFF, COG, VRT, ...); if it is one, it may be "
+                 "truncated or corrupt: copy or export it again.")
+
+
+def open_dataset(path) -> gdal.Dataset:
+    """Open read-only with checks that turn every bad input into an InputError naming the file."""
+    p = Path(path)
+    if not str(path).startswith("/vsi"):
+        if not p.exists():
+            raise _fail(p, "no such file", "Check the path (and that the drive is mounted).")
+        if p.is_dir():
+            raise _fail(p, "is a folder, not a raster",
+                        "Pick an image file inside it (GeoTIFF, COG, VRT, JPEG2000, ...).")
+    try:
+        ds = gdal.Open(str(path), gdal.GA_ReadOnly)
+    except RuntimeError as exc:
+        raise _open_failure(p, str(exc)) from None
+    if ds is None:
+        raise _fail(p, "GDAL cannot open it as a raster", "Use a GeoTIFF, COG or VRT.")
+    if ds.RasterCount == 0:
+        subs = ds.GetSubDatasets()
+        hint = (f"It holds subdatasets; open one of them, e.g. {subs[0][0]}" if subs else
+                "It may be a vector file or an empty VRT; give a raster with at least one band.")
+        raise _fail(p, "has no raster bands", hint)
+    if ds.RasterXSize < 1 or ds.RasterYSize < 1:
+        raise _fail(p, f"has an empty size {ds.RasterXSize} x {ds.RasterYSize}", "Give a non-empty raster.")
+    for i in range(1, ds.RasterCount + 1):
+        dtype = ds.GetRasterBand(i).DataType
+        if dtype in COMPLEX_TYPES:
+            raise _fail(p, f"band {i} holds complex numbers ({gdal.GetDataTypeName(dtype)})",
+                        "Convert it to amplitude or intensity first (e.g. with the QGIS raster "
+                        "calculator or gdal_calc.py) and ask again on that raster.")
+    _check_blocks_readable(ds, p)
+    return ds
+
+
+def _colour_bands(ds) -> dict:
+    return {ds.GetRasterBand(i).GetColorInterpretation(): i for i in range(ds.RasterCount, 0, -1)}
+
+
+def choose_bands(ds, bands: Optional[Sequence[int]] = None, path="raster") -> List[int]:
+    """1-based bands to show as R, G, B (one band means grey). Explicit `bands` wins."""
+    count = ds.RasterCount
+    if bands:
+        bands = [int(b) for b in bands]
+        bad = [b for b in bands if not 1 <= b <= count]
+        if bad:
+            raise _fail(path, f"has no band {bad[0]} (it has {count})", f"Choose bands between 1 and {count}.")
+        if len(bands) not in (1, 3):
+            raise _fail(path, f"{len(bands)} bands were asked for",
+                        "Give one band (shown as grey) or three (red, green, blue).")
+        return bands
+    colours = _colour_bands(ds)
+    rgb = [colours.get(c) for c in (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)]
+    if all(rgb):
+        return rgb
+    # An alpha band is validity, not colour.
+    data = [i for i in range(1, count + 1)
+            if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand]
+    return data[:3] if len(data) >= 3 else data[:1]
+
+
+class RasterSource:
+    """A raster (or a scope window of it) as RGB uint8 + validity, read through overviews."""
+
+    def __init__(self, path, bands=None, window=None, overview_cache_dir=None, build_overviews=True,
+                 events: Optional[EventSink] = None, cancel: Optional[CancelToken] = None,
+                 use_cache: bool = False):
+        self.path = Path(path)
+        ds = open_dataset(path)
+        self.full_width, self.full_height = ds.RasterXSize, ds.RasterYSize
+        self.band_count = ds.RasterCount
+        self.bands = choose_bands(ds, bands, self.path)
+        self.xoff, self.yoff, self.width, self.height = self._check_window(window)
+        full_georef = georeference_from_dataset(ds, self.path.name)
+        self.georef: GeoReference = full_georef.offset(self.xoff, self.yoff)
+        self.crs_wkt, self.epsg = full_georef.crs_wkt, full_georef.epsg
+        ds = None
+        if build_overviews:
+            self.overviews: OverviewState = _build_overviews(
+                self.path, overview_cache_dir, use_cache=use_cache, events=events, cancel=cancel)
+        else:
+            self.overviews = inspect_overviews(self.path, overview_cache_dir)
+        # Reads go through the cache VRT when overviews live there; both are opened read-only.
+        self._ds = gdal.Open(str(self.overviews.read_path), gdal.GA_ReadOnly)
+        self._read_bands = sorted(set(self.bands))
+        self._nodata = [self._ds.GetRasterBand(b).GetNoDataValue() for b in self._read_bands]
+        self.mask_kind = self._mask_kind()
+        self.pixels_read = 0
+        emit(events, progress_event("read", 0.0, f"sampling {self.path.name} for the 8-bit stretch"))
+        self.stretch = self._stretch_limits()
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _check_window(self, window) -> Tuple[int, int, int, int]:
+        if window is None:
+            return 0, 0, self.full_width, self.full_height
+        xoff, yoff, xsize, ysize = (int(round(v)) for v in window)
+        if xsize < 1 or ysize < 1 or xoff < 0 or yoff < 0 or \
+                xoff + xsize > self.full_width or yoff + ysize > self.full_height:
+            raise _fail(self.path, f"the window {tuple(window)} is outside its "
+                        f"{self.full_width} x {self.full_height} pixels",
+                        "Draw the scope inside the raster's extent.")
+        return xoff, yoff, xsize, ysize
+
+    def _mask_kind(self) -> str:
+        flags = self._ds.GetRasterBand(self._read_bands[0]).GetMaskFlags()
+        if flags & gdal.GMF_ALL_VALID:
+            return "none"
+        if flags & gdal.GMF_NODATA:
+            return "nodata"
+        return "alpha" if flags & gdal.GMF_ALPHA else "mask"
+
+    def _stretch_limits(self) -> Optional[List[Tuple[float, float]]]:
+        """Per band 2/98 percentiles of a decimated read (a coarse overview), or None for 8-bit."""
+        types = {self._ds.GetRasterBand(b).DataType for b in self._read_bands}
+        if types == {gdal.GDT_Byte}:
+            return None
+        factor = max(1.0, max(self.width, self.height) / STRETCH_SAMPLE_SIDE)
+        out_w, out_h = max(1, int(self.width / factor)), max(1, int(self.height / factor))
+        values, valid = self._read_raw(0, 0, self.width, self.height, out_w, out_h)
+        limits = []
+        for band_values in values:
+            v = band_values[valid & np.isfinite(band_values)]
+            if v.size == 0:
+                limits.append((0.0, 1.0))
+                continue
+            lo, hi = np.percentile(v, STRETCH_PERCENTILES)
+            limits.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
+        return limits
+
+    # -- reads ---------------------------------------------------------------------------------
+    def _read_raw(self, src_x, src_y, src_w, src_h, out_w, out_h):
+        """(bands, h, w) float values + validity, one average-resampled windowed read."""
+        if src_w <= 0 or src_h <= 0 or src_x < 0 or src_y < 0 or \
+                src_x + src_w > self.width + 1e-6 or src_y + src_h > self.height + 1e-6:
+            raise ValueError(f"window {(src_x, src_y, src_w, src_h)} outside {self.width} x {self.height}")
+        # Float windows: GDAL keeps the sub-pixel geometry, so a level read matches its scale exactly.
+        x, y = self.xoff + src_x, self.yoff + src_y
+        w, h = min(src_w, self.xoff + self.width - x), min(src_h, self.yoff + self.height - y)
+        try:
+            data = self._ds.ReadAsArray(x, y, w, h, buf_xsize=int(out_w), buf_ysize=int(out_h),
+                                        band_list=self._read_bands, resample_alg=gdal.GRIORA_Average)
+            data = data.reshape(len(self._read_bands), int(out_h), int(out_w))
+            valid = self._validity(data, x, y, w, h, out_w, out_h)
+        except RuntimeError as exc:
+            raise _fail(self.path, f"reading pixels failed ({exc})",
+                        "The file may be truncated or corrupt: copy or export it again.") from None
+        self.pixels_read += int(out_w) * int(out_h)
+        return data.astype(np.float32, copy=False), valid
+
+    def _validity(self, data, x, y, w, h, out_w, out_h) -> np.ndarray:
+        if self.mask_kind == "nodata":
+            # A pixel is missing only when every band says so (GDAL's per-dataset reading).
+            invalid = np.ones(data.shape[1:], bool)
+            for band_values, nodata in zip(data, self._nodata):
+                bad = ~np.isfinite(band_values) if np.issubdtype(band_values.dtype, np.floating) \
+                    else np.zeros(band_values.shape, bool)
+                if nodata is not None:
+                    bad |= band_values == np.array(nodata).astype(band_values.dtype)
+                invalid &= bad
+            return ~invalid
+        if self.mask_kind in ("alpha", "mask"):
+            mask = self._ds.GetRasterBand(self._read_bands[0]).GetMaskBand().ReadAsArray(
+                x, y, w, h, buf_xsize=int(out_w), buf_ysize=int(out_h), resample_alg=gdal.GRIORA_Average)
+            return mask >= 128
+        if np.issubdtype(data.dtype, np.floating):
+            return np.isfinite(data).all(axis=0)
+        return np.ones(data.shape[1:], bool)
+
+    def read(self, src_x, src_y, src_w, src_h, out_w, out_h):
+        """Window in scope pixels (floats allowed) -> (uint8 [out_h, out_w, 3], valid bool [out_h, out_w])."""
+        values, valid = self._read_raw(src_x, src_y, src_w, src_h, out_w, out_h)
+        if self.stretch is None:
+            scaled = values
+        else:
+            scaled = np.empty_like(values)
+            for i, (lo, hi) in enumerate(self.stretch):
+                scaled[i] = (values[i] - lo) * (255.0 / (hi - lo))
+        planes = [scaled[self._read_bands.index(b)] for b in self.bands]
+        if len(planes) == 1:
+            planes = planes * 3
+        rgb = np.clip(np.nan_to_num(np.stack(planes, axis=-1), nan=0.0), 0, 255)
+        rgb = (rgb + 0.5).astype(np.uint8) if self.stretch is not None else rgb.astype(np.uint8)
+        rgb[~valid] = 0
+        return rgb, valid
+
+    def close(self) -> None:
+        self._ds = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def describe(path, cache_dir=None) -> dict:
+    """What `pyramid --json` prints about the raster itself (nothing is built or written)."""
+    ds = open_dataset(path)
+    georef = georeference_from_dataset(ds, Path(path).name)
+    bands = []
+    for i in range(1, ds.RasterCount + 1):
+        b = ds.GetRasterBand(i)
+        bands.append({"index": i, "type": gdal.GetDataTypeName(b.DataType),
+                      "colour": gdal.GetColorInterpretationName(b.GetColorInterpretation()),
+                      "nodata": b.GetNoDataValue(), "description": b.GetDescription()})
+    info = {
+        "path": str(Path(path)),
+        "driver": ds.GetDriver().ShortName,
+        "width": ds.RasterXSize, "height": ds.RasterYSize,
+        "band_count": ds.RasterCount,
+        "data_types": sorted({b["type"] for b in bands}),
+        "bands": bands,
+        "rgb_bands": choose_bands(ds, None, path),
+        "crs": {"wkt": georef.crs_wkt, "epsg": georef.epsg,
+                "authority": f"EPSG:{georef.epsg}" if georef.epsg else None,
+                "is_geographic": georef.is_geographic},
+        "geotransform": list(georef.geotransform),
+        "warnings": list(georef.warnings),
+    }
+    ds = None
+    info["overviews"] = inspect_overviews(Path(path), cache_dir).to_dict()
+    return info
