@@ -22,11 +22,15 @@ HIDDEN = ("torch", "transformers", "onnxruntime", "onnx", "onnxscript", "tokeniz
 SITECUSTOMIZE = textwrap.dedent(f"""
     # Written by tests/test_plugin_load.py: the ML stack is not importable in this interpreter.
     import importlib.abc, sys
+    import os
     HIDDEN = {HIDDEN!r}
+    HIDDEN_MODULES = tuple(filter(None, os.environ.get("RS_VQA_TEST_HIDE", "").split(",")))
     ATTEMPTS = []
 
     class _HideMlStack(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
+            if name in HIDDEN_MODULES:
+                raise ImportError(name + " is hidden by the test")
             if name.split(".")[0] in HIDDEN:
                 ATTEMPTS.append(name)
                 raise ImportError(name + " is hidden: the plugin must load without the ML stack")
@@ -43,7 +47,7 @@ def plugin_cycle_main(plugins_dir: str) -> None:
 
     registry = init_processing()
     import qgis.utils
-    from qgis.core import QgsApplication, QgsMapLayerType, QgsRasterLayer
+    from qgis.core import QgsApplication, QgsMapLayerType, QgsProject, QgsRasterLayer
     from qgis.PyQt.QtWidgets import QAction, QDockWidget
 
     errors = []
@@ -56,6 +60,7 @@ def plugin_cycle_main(plugins_dir: str) -> None:
     window = iface.mainWindow()
     docks_before = len(window.findChildren(QDockWidget))
     raster = QgsRasterLayer(str(Path(plugins_dir) / "tiny.tif"), "tiny")
+    QgsProject.instance().addMapLayer(raster)
 
     def observe(stage):
         flush_deletes()
@@ -81,9 +86,10 @@ def plugin_cycle_main(plugins_dir: str) -> None:
     def trigger_layer_action():
         # The action QGIS would show in the layer tree's context menu, as a user would click it.
         iface.setActiveLayer(raster)
-        before = iface.messageBar().currentItem()
+        iface.messageBar().clearWidgets()  # the bar drops a message equal to the one shown
         iface.layer_actions[0][0].trigger()
-        return {"message_pushed": iface.messageBar().currentItem() is not before}
+        return {"message_pushed": iface.messageBar().currentItem() is not None,
+                "docks_shown": sum(not d.isHidden() for d in window.findChildren(QDockWidget))}
 
     observations = [observe("before")]
     for cycle in range(3):
@@ -114,7 +120,7 @@ def plugin_cycle_main(plugins_dir: str) -> None:
     os._exit(0)
 
 
-def _run_cycle(tmp_path) -> dict:
+def _run_cycle(tmp_path, hide_modules: str = "") -> dict:
     from tests.qgis_support import stage_plugin
     from tests.rasters import make_rgb_scene
 
@@ -125,7 +131,7 @@ def _run_cycle(tmp_path) -> dict:
     stage_plugin(plugins_dir)
     make_rgb_scene(plugins_dir / "tiny.tif", size=64)
     env = dict(os.environ, PYTHONPATH=str(hide_dir), QT_QPA_PLATFORM="offscreen",
-               QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+               QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"), RS_VQA_TEST_HIDE=hide_modules)
     code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); "
             f"from tests.test_plugin_load import plugin_cycle_main; plugin_cycle_main({str(plugins_dir)!r})")
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
@@ -152,10 +158,11 @@ def test_plugin_loads_without_ml_stack_and_unloads_cleanly(tmp_path):
             assert seen["toolbar"] == ["rsVqaAsk"], stage
             assert seen["layer_actions"] == [["Ask about this layer…", "", True, True]], stage
             assert seen["live_actions"] == ["rsVqaAsk", "rsVqaAskLayer", "rsVqaSettings"], stage
-            assert seen["extra_docks"] <= 1, stage
-            if not seen["has_controller"]:
-                # Without the dock the action must tell the user why instead of doing nothing.
-                assert seen.get("message_pushed", True), stage
+            # The chat dock (gui/) must load without the ML stack too: one dock, shown by the action.
+            assert seen["dock_error"] == "" and seen["has_controller"], seen["dock_error"]
+            assert seen["extra_docks"] == 1, stage
+            if stage.startswith("started"):
+                assert seen["docks_shown"] == 1, stage
         else:
             assert seen["providers"] == 0, stage
             assert seen["algorithms"] == [], stage
@@ -192,3 +199,15 @@ def test_metadata_is_complete():
     from rs_vqa_plugin import __version__
 
     assert general["version"] == __version__
+
+
+def test_plugin_without_its_dock_still_loads_and_says_why(tmp_path):
+    # A broken or missing gui/ must not take the menu, the layer action or Processing down.
+    result = _run_cycle(tmp_path, hide_modules="rs_vqa_plugin.gui.dock_controller")
+    started = [seen for seen in result["observations"] if seen["stage"].startswith("started")]
+    assert len(started) == 3
+    for seen in started:
+        assert not seen["has_controller"] and "dock_controller" in seen["dock_error"]
+        assert seen["providers"] == 1 and seen["layer_actions"] and seen["extra_docks"] == 0
+        assert seen["message_pushed"], "the layer action must tell the user the dock is missing"
+    assert result["observations"][-1]["live_actions"] == []
