@@ -325,6 +325,13 @@ class DockController(QObject):
 
     def _on_project_read(self, *_args) -> None:
         self.conversations = Conversations.load_from_project(self.project)
+        if self.dock.layer_combo.currentLayer() is None:
+            # Reopened project: show the conversation of a raster that has one.
+            for layer_id in self.conversations.by_layer:
+                layer = self.project.mapLayer(layer_id)
+                if isinstance(layer, QgsRasterLayer):
+                    self.dock.layer_combo.setLayer(layer)
+                    break
         self.refresh()
 
     def _on_project_cleared(self) -> None:

@@ -1,0 +1,248 @@
+"""The chat dock in headless QGIS with the real worker process (issue 8, "Must show")."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.qgis_support import flush_deletes, qgis_app, recording_iface  # noqa: F401 (fixtures)
+from tests.rasters import make_rgb_scene
+
+HAVE_ENGINE = importlib.util.find_spec("rs_vqa_plugin.engine.pipeline") is not None
+needs_engine = pytest.mark.skipif(not HAVE_ENGINE, reason="engine/pipeline.py not landed yet")
+
+try:
+    from tests.fixtures_models import tiny_bundle  # noqa: F401 (fixture)
+except ImportError:
+    @pytest.fixture(scope="session")
+    def tiny_bundle():
+        pytest.skip("tests/fixtures_models.py (stream B) has not landed yet")
+
+HEAVY = ("torch", "transformers", "onnxruntime", "rs_vqa_plugin.engine.pipeline",
+         "rs_vqa_plugin.engine.vision", "rs_vqa_plugin.engine.rfm", "rs_vqa_plugin.engine.llm")
+
+
+def spin_until(predicate, timeout=60.0):
+    """Run the Qt event loop until predicate() is true (worker events arrive through it)."""
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture
+def project(qgis_app):
+    from qgis.core import QgsProject
+
+    project = QgsProject.instance()
+    project.clear()
+    yield project
+    project.clear()
+
+
+@pytest.fixture
+def raster_layer(project, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    path = make_rgb_scene(tmp_path / "harbour.tif", size=(640, 480), seed=5)
+    layer = QgsRasterLayer(str(path), "harbour")
+    assert layer.isValid()
+    project.addMapLayer(layer)
+    return layer
+
+
+@pytest.fixture
+def controller(recording_iface, raster_layer, project, tmp_path):
+    from rs_vqa_plugin.gui.dock_controller import DockController
+    from rs_vqa_plugin.gui.settings import PluginSettings
+
+    ctrl = DockController(recording_iface)
+    # Explicit settings (never the developer's saved ones): the repo venv's Python runs the worker.
+    ctrl.settings = PluginSettings(python=sys.executable, model_dir="", device="cpu",
+                                   max_new_tokens=6)
+    ctrl.show(raster_layer)
+    yield ctrl
+    ctrl.unload()
+    flush_deletes()
+
+
+def make_broken_bundle(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "manifest.json").write_text("{ truncated")
+    return folder
+
+
+def test_the_gui_side_never_imports_the_ml_stack(controller):
+    assert not [name for name in HEAVY if name in sys.modules]
+
+
+def test_clear_messages_for_bad_inputs(controller, project, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    vector = QgsVectorLayer("Polygon?crs=EPSG:32617", "parcels", "memory")
+    project.addMapLayer(vector)
+    controller.show(vector)
+    status = controller.dock.status_label.text()
+    assert "parcels is not a raster layer" in status and "Choose a raster" in status
+
+    bundle = make_broken_bundle(tmp_path / "broken")
+    controller.settings.model_dir = str(bundle)
+    problem = controller.ask("How many ships?")
+    assert "manifest.json cannot be read" in problem and str(bundle) in problem
+    assert controller.dock.status_label.text() == problem and controller.current is None
+
+    controller.settings.model_dir = str(tmp_path / "gone")
+    assert "does not exist" in controller.ask("How many ships?")
+
+    (bundle / "manifest.json").write_text("{}")
+    for part in ("vision.onnx", "rfm.onnx", "llm"):
+        (bundle / part).mkdir()
+    controller.settings.model_dir = str(bundle)
+    controller.settings.python = ""
+    problem = controller.ask("How many ships?")
+    assert "No runtime Python is set" in problem and "Set up runtime" in problem
+    controller.settings.python = str(tmp_path / "nowhere" / "python")
+    assert "does not exist" in controller.ask("How many ships?")
+    assert controller.current is None and not controller.current_turns()
+
+
+def test_polygon_scope_needs_a_selection(controller, project):
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    from rs_vqa_plugin.gui.scope import POLYGON, ScopeError, resolve_scope
+
+    parcels = QgsVectorLayer("Polygon?crs=EPSG:32617", "parcels", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromWkt(
+        "POLYGON((400010 3299990, 400100 3299990, 400100 3299900, 400010 3299900, 400010 3299990))"))
+    parcels.dataProvider().addFeatures([feature])
+    project.addMapLayer(parcels)
+    raster = controller.dock.layer_combo.currentLayer()
+    with pytest.raises(ScopeError, match="Select a polygon in parcels"):
+        resolve_scope(POLYGON, raster, None, parcels)
+    parcels.selectAll()
+    wkt = resolve_scope(POLYGON, raster, None, parcels)
+    assert wkt.startswith("Polygon") and "400010" in wkt
+
+
+def test_worker_death_is_reported_and_the_next_start_is_fresh(controller):
+    client = controller.client
+    client.python = sys.executable
+    assert client.start() is None
+    first_pid = client.process.processId()
+    deaths = []
+    client.died.connect(deaths.append)
+    client.kill()
+    assert spin_until(lambda: deaths, 15)
+    assert "crashed or was killed" in deaths[0] and "next question starts a fresh" in deaths[0]
+    assert "crashed or was killed" in controller.dock.status_label.text()
+    assert client.start() is None and client.process.processId() != first_pid
+
+
+def test_history_is_saved_with_the_project_and_exported(controller, project, raster_layer,
+                                                        tmp_path):
+    from rs_vqa_plugin.gui.history import Turn
+
+    layer_id = raster_layer.id()   # the layer object is re-created when the project is read
+    turns = controller.conversations.turns(layer_id)
+    turns.append(Turn(question="How many ships?", text="three", status="answered",
+                      stats={"seconds": 1.5, "tiles": 12, "llm_tokens": 400, "levels": [1, 2]}))
+    turns.append(Turn(question="Where?", status="stopped", message="Stopped"))
+    controller.conversations.save_to_project(project)
+    path = tmp_path / "saved.qgz"
+    assert project.write(str(path))
+    controller.conversations.by_layer.clear()
+    assert project.read(str(path))   # readProject -> the dock restores the conversation
+    restored = controller.conversations.turns(layer_id)
+    assert [(t.question, t.status, t.text) for t in restored] == [
+        ("How many ships?", "answered", "three"), ("Where?", "stopped", "")]
+    assert "three" in controller.dock.conversation.toPlainText()
+    md = controller.export_history("markdown", str(tmp_path / "h.md")).read_text()
+    assert "**Q:** How many ships?" in md and "12 tiles read" in md
+    rows = list(csv.DictReader(io.StringIO(
+        controller.export_history("csv", str(tmp_path / "h.csv")).read_text())))
+    assert rows[0]["answer"] == "three" and rows[0]["levels"] == "1 2" and rows[1]["status"] == "stopped"
+
+
+# ---- with the real worker and a tiny bundle ------------------------------------------------
+@needs_engine
+def test_ask_streams_an_answer_and_adds_the_heat_layer(controller, project, raster_layer,
+                                                       tiny_bundle, tmp_path):
+    from qgis.core import QgsGeometry, QgsRasterLayer
+
+    controller.settings.model_dir = str(tiny_bundle)
+    texts = []
+    controller.client.token.connect(lambda _rid, _t: texts.append(
+        controller.dock.conversation.toPlainText()))
+    controller.dock.question_edit.setText("Where are the ships?")
+    controller.dock.question_edit.returnPressed.emit()       # Enter sends
+    assert controller.current is not None and controller.dock.stop_button.isEnabled()
+    assert spin_until(lambda: controller.current is None, 120), controller.dock.status_label.text()
+    turn = controller.current_turns()[-1]
+    assert turn.status == "answered", (turn.message, controller.dock.status_label.text())
+    assert texts, "no token was streamed into the dock"
+    assert turn.stats["tiles"] > 0 and turn.stats["levels"]
+    assert "tiles read" in controller.dock.conversation.toPlainText()
+
+    heat = project.mapLayer(turn.heat_layer_id)
+    assert heat is not None and heat.name() == "Where are the ships?"
+    assert heat.crs() == raster_layer.crs()
+    assert heat.featureCount() > 0
+    raster_box = QgsGeometry.fromRect(raster_layer.extent()).buffer(1e-6, 1)
+    assert all(raster_box.contains(f.geometry()) for f in heat.getFeatures())
+    assert heat.renderer().type() == "graduatedSymbol" and heat.opacity() < 1.0
+    group = project.layerTreeRoot().findGroup("RS-VQA: harbour")
+    assert group is not None and group.findLayer(heat.id()) is not None
+    assert Path(turn.heat_path).suffix == ".gpkg" and Path(turn.heat_path).exists()
+
+    # Follow-up: the earlier turn travels as history; the model stays warm.
+    sent = []
+    original = controller.client.request
+    controller.client.request = lambda cmd, **f: (sent.append(f), original(cmd, **f))[1]
+    controller.ask("And the boats?")
+    assert sent[0]["options"]["history"] == [["Where are the ships?", turn.text]]
+    assert spin_until(lambda: controller.current is None, 120)
+    assert controller.current_turns()[-1].status == "answered"
+
+
+@needs_engine
+def test_stop_and_a_killed_worker_leave_nothing_half_added(controller, project, tiny_bundle):
+    controller.settings.model_dir = str(tiny_bundle)
+    controller.settings.max_new_tokens = 400
+    layers_before = set(project.mapLayers())
+
+    controller.ask("Describe everything in detail.")
+    assert spin_until(lambda: controller.current is None or
+                      controller.dock.progress_bar.value() > 0 and "Encoding" in
+                      controller.dock.progress_bar.format(), 120)
+    started = time.monotonic()
+    controller.dock.stop_button.click()
+    assert spin_until(lambda: controller.current is None, 10)
+    assert time.monotonic() - started < 4.0
+    assert controller.current_turns()[-1].status == "stopped"
+    assert set(project.mapLayers()) == layers_before
+
+    controller.ask("Describe everything again.")
+    assert spin_until(lambda: controller.client.pending and
+                      "Thinking" in controller.dock.status_label.text(), 60)
+    controller.client.kill()   # as the OOM killer would
+    assert spin_until(lambda: controller.current is None, 15)
+    turn = controller.current_turns()[-1]
+    assert turn.status == "failed" and "crashed or was killed" in turn.message
+    assert set(project.mapLayers()) == layers_before
+
+    controller.settings.max_new_tokens = 4
+    controller.ask("Is there water?")   # a fresh worker answers
+    assert spin_until(lambda: controller.current is None, 120)
+    assert controller.current_turns()[-1].status == "answered"
