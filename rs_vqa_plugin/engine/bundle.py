@@ -1,0 +1,267 @@
+"""The model bundle (models/<name>/): manifest schema and a loader that validates before heavy work.
+
+Layout: manifest.json, vision.onnx, rfm.onnx (+ rfm.safetensors, the trainable RFM weights),
+llm/ (transformers causal-LM folder + tokenizer, safetensors only), embeddings.npz
+(image_newline [D], image_separator [D]). ONNX weights above a size limit sit in `<file>.data`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+VISION_ONNX = "vision.onnx"
+RFM_ONNX = "rfm.onnx"
+RFM_WEIGHTS = "rfm.safetensors"
+LLM_DIR = "llm"
+EMBEDDINGS = "embeddings.npz"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@dataclass
+class Manifest:
+    """manifest.json. Sizes: tile B = tile_size, G = patch_grid (thumbnail tokens G*G), g =
+    pooled_grid (tokens per pyramid tile g*g), D = hidden_size (LLM width)."""
+    format_version: int
+    family: str                       # LLM family: 'qwen2' | 'llama' | 'mistral'
+    tile_size: int
+    patch_size: int
+    patch_grid: int
+    pooled_grid: int
+    hidden_size: int
+    image_mean: List[float]
+    image_std: List[float]
+    thumbnail_size: int
+    newline: str = "per_row"          # one image_newline embedding after each token row
+    separator: str = "learned"        # image_separator between thumbnail and HR tokens
+    alpha: float = 0.25
+    n_max: int = 80
+    rfm: Dict[str, Any] = field(default_factory=dict)
+    chat: Dict[str, Any] = field(default_factory=dict)
+    provenance: Dict[str, Any] = field(default_factory=dict)
+    licence: str = "unknown"
+    name: str = ""
+    tokens_per_tile: int = 0          # g*g
+    thumbnail_tokens: int = 0         # G*G
+    vision: Dict[str, Any] = field(default_factory=dict)
+    llm: Dict[str, Any] = field(default_factory=dict)
+    embeddings: Dict[str, Any] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)   # unknown keys, kept on rewrite
+
+    def __post_init__(self):
+        self.tokens_per_tile = self.tokens_per_tile or self.pooled_grid ** 2
+        self.thumbnail_tokens = self.thumbnail_tokens or self.patch_grid ** 2
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(data.pop("extra"))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = MANIFEST) -> "Manifest":
+        names = {f.name for f in fields(cls)}
+        required = ["format_version", "family", "tile_size", "patch_size", "patch_grid",
+                    "pooled_grid", "hidden_size", "image_mean", "image_std", "thumbnail_size"]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise BundleError(f"{source} lacks {', '.join(missing)}: the bundle is incomplete; "
+                              "re-create it with `python -m rs_vqa_plugin convert`.")
+        known = {k: v for k, v in data.items() if k in names and k != "extra"}
+        extra = {k: v for k, v in data.items() if k not in names}
+        return cls(**known, extra=extra)
+
+    def write(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n",
+                              encoding="utf-8")
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: Manifest
+    vision_path: Path
+    rfm_path: Path
+    llm_dir: Path
+    newline: np.ndarray           # [D] float32
+    separator: np.ndarray         # [D] float32
+    rfm_weights_path: Optional[Path] = None   # rfm.safetensors when present (re-training)
+    llm_config: Dict[str, Any] = field(default_factory=dict)
+
+
+def read_manifest(root) -> Manifest:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: {root} is not a model bundle (make one with "
+                          "`python -m rs_vqa_plugin convert` or `tiny-model`).")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} must hold a JSON object.")
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{path} has no integer format_version.")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{path} is bundle format {version}; this plugin reads format "
+                          f"{FORMAT_VERSION} at most: update the plugin, or re-convert the model.")
+    return Manifest.from_dict(data, source=str(path))
+
+
+def load_bundle(path) -> Bundle:
+    """Open and validate a bundle cheaply (no model weights loaded). Raises BundleError naming the
+    file that is missing or inconsistent."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise BundleError(f"Model folder {root} does not exist.")
+    manifest = read_manifest(root)
+    D = manifest.hidden_size
+    for name in (VISION_ONNX, RFM_ONNX, EMBEDDINGS):
+        if not (root / name).is_file():
+            raise BundleError(f"{root / name} is missing: the bundle is incomplete; re-create it.")
+    llm_config = _check_llm_dir(root / LLM_DIR, D)
+    _check_vision(root / VISION_ONNX, manifest)
+    _check_rfm(root / RFM_ONNX, D)
+    _check_rfm_layers(root / MANIFEST, manifest, llm_config)
+    newline, separator = _read_embeddings(root / EMBEDDINGS, D)
+    weights = root / RFM_WEIGHTS
+    return Bundle(root=root, manifest=manifest, vision_path=root / VISION_ONNX,
+                  rfm_path=root / RFM_ONNX, llm_dir=root / LLM_DIR, newline=newline,
+                  separator=separator, rfm_weights_path=weights if weights.is_file() else None,
+                  llm_config=llm_config)
+
+
+# ------------------------------------------------------------------ checks
+def _llm_hidden_size(config: dict) -> Optional[int]:
+    if "hidden_size" in config:
+        return int(config["hidden_size"])
+    text = config.get("text_config") or {}
+    return int(text["hidden_size"]) if "hidden_size" in text else None
+
+
+def _check_llm_dir(llm_dir: Path, hidden: int) -> dict:
+    if not llm_dir.is_dir():
+        raise BundleError(f"{llm_dir} is missing: the bundle has no language model folder.")
+    config_path = llm_dir / "config.json"
+    if not config_path.is_file():
+        raise BundleError(f"{config_path} is missing: llm/ is not a transformers model folder.")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise BundleError(f"{config_path} is not valid JSON ({exc}).") from exc
+    if list(llm_dir.glob("*.safetensors")) == []:
+        pickles = sorted(p.name for p in llm_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise BundleError(f"{llm_dir / pickles[0]}: the LLM weights are pickle files, which "
+                              "can run arbitrary code when loaded and are refused. Convert them "
+                              "to safetensors (re-run `convert` on the source model).")
+        raise BundleError(f"{llm_dir} has no *.safetensors weights.")
+    if not any((llm_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise BundleError(f"{llm_dir / TOKENIZER_FILES[0]} is missing: llm/ has no tokenizer "
+                          "(tokenizer.json or tokenizer.model); re-create the bundle.")
+    llm_hidden = _llm_hidden_size(config)
+    if llm_hidden is not None and llm_hidden != hidden:
+        raise BundleError(f"{config_path} expects hidden size {llm_hidden} but manifest.json "
+                          f"says {hidden}: the bundle mixes parts of different models.")
+    return config
+
+
+def _onnx_model(path: Path):
+    try:
+        import onnx
+    except ImportError as exc:  # the runtime itself would also be missing
+        from .errors import RuntimeSetupError
+        raise RuntimeSetupError("The onnx package is not installed: run ./build.sh setup.") from exc
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise BundleError(f"{path} is not a readable ONNX model ({type(exc).__name__}): the file "
+                          "is damaged or truncated; re-create the bundle.") from exc
+    if not model.graph.node:
+        raise BundleError(f"{path} is not a readable ONNX model (empty graph); re-create it.")
+    for init in model.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location" and not (path.parent / entry.value).is_file():
+                raise BundleError(f"{path.parent / entry.value} is missing: {path.name} keeps "
+                                  "its weights there.")
+    return model
+
+
+def _dims(value_info) -> List[Any]:
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+
+
+def _io(model, path: Path, kind: str, names: List[str]) -> Dict[str, List[Any]]:
+    items = {v.name: _dims(v) for v in (model.graph.input if kind == "input"
+                                        else model.graph.output)}
+    for name in names:
+        if name not in items:
+            raise BundleError(f"{path} has no {kind} named '{name}' (it has "
+                              f"{', '.join(items) or 'none'}): not an rs-vqa {path.name}.")
+    return items
+
+
+def _check_vision(path: Path, m: Manifest) -> None:
+    model = _onnx_model(path)
+    inputs = _io(model, path, "input", ["pixels"])
+    outputs = _io(model, path, "output", ["tokens", "pooled"])
+    pixels = inputs["pixels"]
+    if len(pixels) != 4 or pixels[1:] != [3, m.tile_size, m.tile_size]:
+        raise BundleError(f"{path} takes pixels {pixels} but manifest.json says tiles of "
+                          f"{m.tile_size} px ([N, 3, {m.tile_size}, {m.tile_size}]).")
+    for name, count in (("tokens", m.patch_grid ** 2), ("pooled", m.pooled_grid ** 2)):
+        dims = outputs[name]
+        if len(dims) != 3:
+            raise BundleError(f"{path} output '{name}' has shape {dims}, expected [N, T, D].")
+        if dims[2] != m.hidden_size:
+            raise BundleError(f"{path} gives {dims[2]}-dim tokens but llm/ expects hidden size "
+                              f"{m.hidden_size}: the vision encoder belongs to another model.")
+        if dims[1] != count:
+            raise BundleError(f"{path} output '{name}' has {dims[1]} tokens per tile but "
+                              f"manifest.json implies {count}.")
+
+
+def _check_rfm(path: Path, hidden: int) -> None:
+    model = _onnx_model(path)
+    inputs = _io(model, path, "input", ["inputs_embeds", "hr_mask", "query_index"])
+    _io(model, path, "output", ["scores"])
+    dims = inputs["inputs_embeds"]
+    if len(dims) != 3 or dims[2] != hidden:
+        raise BundleError(f"{path} takes {dims[-1] if dims else '?'}-dim embeddings but llm/ "
+                          f"expects hidden size {hidden}: the RFM belongs to another model.")
+
+
+def _check_rfm_layers(manifest_path: Path, m: Manifest, llm_config: dict) -> None:
+    layers = m.rfm.get("layers") or []
+    depth = llm_config.get("num_hidden_layers") or (llm_config.get("text_config") or {}).get(
+        "num_hidden_layers")
+    if depth and layers and max(layers) >= depth:
+        raise BundleError(f"{manifest_path} lists RFM layers {layers} but llm/ has only "
+                          f"{depth} layers.")
+
+
+def _read_embeddings(path: Path, hidden: int):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
+    except Exception as exc:
+        raise BundleError(f"{path} is not a readable .npz of arrays ({exc}).") from exc
+    out = []
+    for key in ("image_newline", "image_separator"):
+        if key not in arrays:
+            raise BundleError(f"{path} lacks '{key}'; re-create the bundle.")
+        if arrays[key].shape != (hidden,):
+            raise BundleError(f"{path} '{key}' has shape {arrays[key].shape} but llm/ expects "
+                              f"hidden size {hidden}.")
+        out.append(arrays[key])
+    return out[0], out[1]

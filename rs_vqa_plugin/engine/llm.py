@@ -1,0 +1,175 @@
+"""The LLM in PyTorch (transformers): chat prompt pieces, embeddings, streaming greedy decoding.
+
+Local folder only, safetensors only, never remote code. torch/transformers are imported when a
+LanguageModel is made, so importing this module stays cheap for the GUI.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import BundleError, InputError, RuntimeSetupError
+from .prompt import IMAGE_PLACEHOLDER, build_messages, render_prompt, split_prompt
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise RuntimeSetupError("PyTorch is not installed in this Python: run ./build.sh setup "
+                                "(or point the plugin at the venv it creates).") from exc
+    return torch
+
+
+def resolve_device(device: str = "auto") -> str:
+    torch = _torch()
+    if device not in ("auto", "cpu", "cuda"):
+        raise RuntimeSetupError(f"Unknown device '{device}': choose auto, cpu or cuda.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeSetupError("CUDA was requested but PyTorch sees no GPU: install a CUDA build "
+                                "of torch or choose the CPU device.")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(device: str, dtype: Optional[str]):
+    torch = _torch()
+    if dtype is None:
+        if device == "cpu":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in DTYPES:
+        raise RuntimeSetupError(f"Unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}.")
+    return getattr(torch, dtype)
+
+
+class LanguageModel:
+    """The bundle's causal LM; see CONTRACTS (prompt_segments, embed_ids, generate)."""
+
+    def __init__(self, bundle, device: str = "auto", dtype: Optional[str] = None):
+        torch = _torch()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()   # stderr noise in the worker and the CLI
+
+        llm_dir = bundle.llm_dir
+        if not list(llm_dir.glob("*.safetensors")):
+            raise BundleError(f"{llm_dir} has no *.safetensors weights; pickle weights are "
+                              "refused because loading them can run arbitrary code.")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(self.device, dtype)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(llm_dir, local_files_only=True,
+                                                           trust_remote_code=False)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                llm_dir, use_safetensors=True, trust_remote_code=False, local_files_only=True,
+                dtype=self.dtype).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"Cannot load the language model from {llm_dir}: {exc}") from exc
+        chat = bundle.manifest.chat or {}
+        self.template: Optional[str] = chat.get("template") or None
+        self.system_prompt: Optional[str] = chat.get("system_prompt") or None
+        self.placeholder: str = chat.get("image_placeholder") or IMAGE_PLACEHOLDER
+        config = self.model.config
+        self.max_context: int = int(getattr(config, "max_position_embeddings", 0) or 4096)
+        self.hidden_size: int = int(config.hidden_size)
+        self.stop_ids = self._stop_ids(chat.get("stop_tokens") or [])
+        self._embedding = self.model.get_input_embeddings()
+        params = inspect.signature(self.model.forward).parameters
+        # transformers 5.x renamed past_key_values to cache; accept either.
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._torch = torch
+
+    def _stop_ids(self, stop_tokens: Sequence[str]) -> set:
+        ids = set()
+        vocab = self.tokenizer.get_vocab()
+        for token in stop_tokens:
+            if token in vocab:
+                ids.add(int(vocab[token]))
+        for source in (self.tokenizer.eos_token_id, self.model.config.eos_token_id,
+                       getattr(self.model.generation_config, "eos_token_id", None)):
+            if source is None:
+                continue
+            ids.update(int(i) for i in (source if isinstance(source, (list, tuple)) else [source]))
+        return ids
+
+    # ------------------------------------------------------------------ text
+    def _ids(self, text: str) -> List[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_segments(self, question: str, history: Sequence[Tuple[str, str]] = ()
+                        ) -> Tuple[List[int], List[int]]:
+        """(prefix ids, suffix ids) around the image; the last suffix id is the query token."""
+        if not str(question).strip():
+            raise InputError("The question is empty.")
+        messages = build_messages(question, history, self.system_prompt, self.placeholder)
+        prefix, suffix = split_prompt(render_prompt(self.tokenizer, self.template, messages),
+                                      self.placeholder)
+        prefix_ids, suffix_ids = self._ids(prefix), self._ids(suffix)
+        bos = self.tokenizer.bos_token_id
+        # Llama-style tokenizers add BOS themselves; we tokenise without special tokens, so add it.
+        if (bos is not None and (not prefix_ids or prefix_ids[0] != bos)
+                and self.tokenizer("a")["input_ids"][:1] == [bos]):
+            prefix_ids = [bos] + prefix_ids
+        if not suffix_ids:
+            raise BundleError("The chat template leaves nothing after the image: no query token.")
+        return prefix_ids, suffix_ids
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._ids(text))
+
+    def embed_ids(self, ids: Sequence[int]) -> np.ndarray:
+        """float32 [n, D] from the LLM's own embedding table (the RFM sees the same vectors)."""
+        torch = self._torch
+        with torch.no_grad():
+            index = torch.as_tensor(list(ids), dtype=torch.long, device=self.device)
+            return self._embedding(index).float().cpu().numpy()
+
+    # ------------------------------------------------------------------ decoding
+    def generate(self, embeds: np.ndarray, max_new_tokens: int = 32,
+                 on_token: Optional[Callable[[str], None]] = None, cancel=None) -> str:
+        """Greedy decoding from inputs_embeds [L, D] with a KV cache; stops at a stop token or
+        max_new_tokens; on_token receives each new piece of text; cancel is checked per token."""
+        torch = self._torch
+        embeds = np.asarray(embeds, dtype=np.float32)
+        if embeds.ndim != 2 or embeds.shape[1] != self.hidden_size:
+            raise InputError(f"LLM input must be [L, {self.hidden_size}], got {embeds.shape}.")
+        if embeds.shape[0] + max_new_tokens > self.max_context:
+            raise InputError(f"{embeds.shape[0]} prompt tokens + {max_new_tokens} new tokens "
+                             f"exceed the LLM's context of {self.max_context}: lower the tile cap "
+                             "or the keep ratio.")
+        inputs = torch.from_numpy(embeds)[None].to(self.device, self.dtype)
+        generated: List[int] = []
+        emitted = ""
+        cache = None
+        with torch.no_grad():
+            for _ in range(max(0, int(max_new_tokens))):
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                out = self.model(inputs_embeds=inputs, use_cache=True, logits_to_keep=1,
+                                 **{self._cache_arg: cache})
+                cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+                token = int(out.logits[0, -1].argmax())
+                if token in self.stop_ids:
+                    break
+                generated.append(token)
+                emitted = self._stream(generated, emitted, on_token)
+                inputs = self._embedding(torch.tensor([[token]], device=self.device))
+        return self.tokenizer.decode(generated, skip_special_tokens=True)
+
+    def _stream(self, generated: List[int], emitted: str, on_token) -> str:
+        """Decode all tokens so far and pass on the new text; a word split over several tokens
+        (or an unfinished UTF-8 character) waits until it decodes cleanly."""
+        text = self.tokenizer.decode(generated, skip_special_tokens=True)
+        if text.endswith("\ufffd") or not text.startswith(emitted):
+            return emitted
+        if on_token is not None and len(text) > len(emitted):
+            on_token(text[len(emitted):])
+        return text

@@ -1,0 +1,33 @@
+"""The Region Focus Module in ONNX Runtime: one relevance score per high-resolution token."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+from .onnx_session import make_session
+
+
+class RegionFocus:
+    """score(embeds [L, D], hr_mask [L], query_index) -> float32 [L]: for each head a softmax of
+    the query token's attention logits over the HR positions, averaged over heads; 0 elsewhere."""
+
+    def __init__(self, bundle, device: str = "auto", threads: int = 0):
+        self.hidden_size = bundle.manifest.hidden_size
+        self.session, self.provider = make_session(bundle.rfm_path, device, threads)
+
+    def score(self, embeds: np.ndarray, hr_mask: np.ndarray, query_index: int) -> np.ndarray:
+        embeds = np.asarray(embeds, dtype=np.float32)
+        hr_mask = np.asarray(hr_mask, dtype=bool)
+        if embeds.ndim != 2 or embeds.shape[1] != self.hidden_size:
+            raise InputError(f"RFM input must be [L, {self.hidden_size}], got {embeds.shape}.")
+        length = embeds.shape[0]
+        if hr_mask.shape != (length,):
+            raise InputError(f"hr_mask must be [{length}], got {hr_mask.shape}.")
+        if not hr_mask.any():
+            raise InputError("hr_mask selects no token: nothing to score.")
+        if not 0 <= int(query_index) < length:
+            raise InputError(f"query_index {query_index} is outside the sequence of {length}.")
+        feeds = {"inputs_embeds": np.ascontiguousarray(embeds[None]), "hr_mask": hr_mask,
+                 "query_index": np.asarray(int(query_index), dtype=np.int64)}
+        return self.session.run(["scores"], feeds)[0].astype(np.float32, copy=False)

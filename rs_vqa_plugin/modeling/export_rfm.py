@@ -1,0 +1,48 @@
+"""Export the RFM's scoring (RegionFocusTorch.scores) to rfm.onnx with a dynamic sequence length."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import torch
+
+from .onnx_io import external_data_needed
+
+INPUT_NAMES = ["inputs_embeds", "hr_mask", "query_index"]
+OUTPUT_NAMES = ["scores"]
+
+
+class _ScoringGraph(torch.nn.Module):
+    """inputs_embeds [1, L, D] float32, hr_mask [L] bool, query_index [] int64 -> scores [L]."""
+
+    def __init__(self, rfm, fp16: bool):
+        super().__init__()
+        self.rfm = rfm
+        self.fp16 = fp16
+
+    def forward(self, inputs_embeds, hr_mask, query_index):
+        embeds = inputs_embeds.half() if self.fp16 else inputs_embeds
+        return self.rfm.scores(embeds, hr_mask, query_index).float()
+
+
+def export_rfm_onnx(rfm, path, fp16: bool = False, example_length: int = 48) -> Path:
+    """Write rfm.onnx (inputs/outputs fixed by the bundle contract). fp16 halves the weights for
+    GPU inference; inputs and outputs stay float32 so the engine is unchanged."""
+    path = Path(path)
+    module = copy.deepcopy(rfm).half() if fp16 else rfm.float()
+    graph = _ScoringGraph(module.eval(), fp16).eval()
+    hidden = rfm.config.hidden_size
+    example = (torch.randn(1, example_length, hidden),
+               torch.arange(example_length) % 3 == 0,
+               torch.tensor(example_length - 1, dtype=torch.long))
+    length = torch.export.Dim("L", min=2, max=1 << 20)
+    dynamic = {"inputs_embeds": {1: length}, "hr_mask": {0: length}, "query_index": None}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(graph, example, dynamo=True, input_names=INPUT_NAMES,
+                                    output_names=OUTPUT_NAMES, dynamic_shapes=dynamic,
+                                    verbose=False)
+        program.save(str(path), external_data=external_data_needed(graph))
+    return path
