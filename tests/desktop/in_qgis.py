@@ -6,7 +6,7 @@ import subprocess
 import time
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface, plugins
 
 JOB = json.loads(open(os.environ["RS_VQA_SCREENSHOT_JOB"]).read())
@@ -16,6 +16,8 @@ LIMIT_S = 300
 
 def finish(ok, **info):
     info.update(ok=ok, seconds=round(time.time() - STATE["started"], 1))
+    if not ok:   # what the screen showed, to debug a failed run
+        subprocess.run(["import", "-window", "root", JOB["result"] + ".failure.png"])
     with open(JOB["result"], "w") as handle:
         json.dump(info, handle)
     QgsProject.instance().clear()
@@ -30,7 +32,13 @@ def controller():
 def ask():
     ctrl = controller()
     if ctrl is None:
-        return finish(False, error="the rs_vqa_plugin plugin or its dock controller is not loaded")
+        import qgis.utils
+
+        return finish(False, error="the rs_vqa_plugin plugin or its dock controller is not loaded",
+                      available=qgis.utils.available_plugins, active=qgis.utils.active_plugins,
+                      plugin_paths=qgis.utils.plugin_paths,
+                      controller_error=getattr(plugins.get("rs_vqa_plugin"), "controller_error",
+                                               None))
     layer = QgsRasterLayer(JOB["raster"], "Demo scene")
     QgsProject.instance().addMapLayer(layer)
     iface.mapCanvas().setExtent(layer.extent())
@@ -71,6 +79,6 @@ def shoot(turn):
            heat_crs=heat.crs().authid() if heat else None, import_stderr=result.stderr[-300:])
 
 
-iface.mainWindow().showMaximized()
-iface.mainWindow().setWindowState(iface.mainWindow().windowState() | Qt.WindowMaximized)
+# Xvfb has no window manager to maximise the window: fill the screen by hand.
+iface.mainWindow().setGeometry(QgsApplication.desktop().availableGeometry())
 QTimer.singleShot(3000, ask)

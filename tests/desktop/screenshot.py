@@ -64,7 +64,8 @@ def demo_model(folder: Path) -> tuple:
 
 
 def write_profile(profiles: Path, model: Path) -> None:
-    ini = profiles / "default" / "QGIS" / "QGIS3.ini"
+    # --profiles-path DIR keeps profiles in DIR/profiles/<name>.
+    ini = profiles / "profiles" / "default" / "QGIS" / "QGIS3.ini"
     ini.parent.mkdir(parents=True, exist_ok=True)
     ini.write_text("\n".join([
         "[PythonPlugins]", "rs_vqa_plugin=true", "",
