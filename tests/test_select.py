@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from rs_vqa_plugin.engine.pyramid import level_valid_token_shape, plan_pyramid
-from rs_vqa_plugin.engine.select import (exceeds_n_max, score_ranks, tile_source_rect, top_alpha,
-                                         tiles_under_tokens, token_source_rects)
+from rs_vqa_plugin.engine.select import exceeds_n_max, score_ranks, tiles_under_tokens, top_alpha
 from rs_vqa_plugin.engine.sequence import assemble, level_tokens
 
 
@@ -46,16 +45,6 @@ def test_all_tokens_select_every_content_tile():
     tiles = tiles_under_tokens(plan, 1, rows.ravel(), cols.ravel(), 2)
     nxt = plan.level(2)
     assert tiles == [(r, c) for r in range(nxt.rows) for c in range(nxt.cols)]
-
-
-def test_token_footprints_cover_the_source_exactly():
-    plan = plan_pyramid(3000, 1100)
-    vr, vc = level_valid_token_shape(plan, 2)
-    x0, y0, x1, y1 = token_source_rects(plan, 2, np.array([vr - 1]), np.array([vc - 1]))
-    assert x1[0] == pytest.approx(3000) and y1[0] == pytest.approx(1100)
-    assert x0[0] < 3000 and y0[0] < 1100
-    tx0, ty0, tx1, ty1 = tile_source_rect(plan, 1, 0, 0)
-    assert (tx0, ty0) == (0, 0) and tx1 == pytest.approx(3000 / 3)
 
 
 def test_n_max():

@@ -58,22 +58,6 @@ def token_rects_normalised(plan, level_index: int, rows: np.ndarray, cols: np.nd
             x1 / lv.content_width, y1 / lv.content_height)
 
 
-def token_source_rects(plan, level_index: int, rows: np.ndarray, cols: np.ndarray):
-    """(x0, y0, x1, y1) of tokens in source (scope window) pixels."""
-    u0, v0, u1, v1 = token_rects_normalised(plan, level_index, rows, cols)
-    w, h = plan.source_width, plan.source_height
-    return u0 * w, v0 * h, u1 * w, v1 * h
-
-
-def tile_source_rect(plan, level_index: int, row: int, col: int) -> Tuple[float, float, float, float]:
-    """(x0, y0, x1, y1) of a tile's content (padding excluded) in source pixels."""
-    g = plan.token_grid
-    x0, y0, _, _ = token_source_rects(plan, level_index, np.array([row * g]), np.array([col * g]))
-    _, _, x1, y1 = token_source_rects(plan, level_index, np.array([row * g + g - 1]),
-                                      np.array([col * g + g - 1]))
-    return float(x0[0]), float(y0[0]), float(x1[0]), float(y1[0])
-
-
 def tiles_under_tokens(plan, level_index: int, rows: np.ndarray, cols: np.ndarray,
                        next_level_index: int) -> List[Tuple[int, int]]:
     """Next-level tiles whose content footprint overlaps the footprint of any given token.

@@ -1,0 +1,326 @@
+"""Answer one question about one raster by looking coarse to fine (METHOD.md §5, Algorithm 1).
+
+Modes share the machinery: `dip` zooms level by level where the RFM looks, `prune-only` prunes
+all tiles of one fixed level, `grid` gives the LLM all tiles of one level, `thumbnail` only the
+thumbnail, `full` all tiles of the finest level. Models are loaded once per Engine.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .answer import Answer
+from .cost import MODES, ModelDims, run_flops
+from .errors import InputError
+from .progress import CancelToken, EventSink, emit, progress_event, token_event
+from .scope import Scope
+from .sequence import LevelTokens, assemble, level_tokens
+
+STAGES = ("read", "encode", "score", "select", "generate")
+# Tiles read and encoded together: bounds memory (B*B*3 bytes + features each) and lets a
+# cancel or a progress event in between.
+TILE_BATCH = 8
+
+
+@dataclass
+class AskOptions:
+    mode: str = "dip"
+    alpha: Optional[float] = None           # None: the bundle's (paper: 0.25)
+    n_max: Optional[int] = None             # None: the bundle's (paper: 80 for Qwen2-7B)
+    level: int = 1                          # the fixed level of grid / prune-only
+    scope: Scope = None                     # extent (xmin, ymin, xmax, ymax) or polygon WKT, raster CRS
+    history: Tuple[Tuple[str, str], ...] = ()
+    bands: Optional[Sequence[int]] = None
+    max_new_tokens: int = 32
+    full_token_limit: int = 30000
+    overview_cache_dir: Optional[str] = None
+
+
+class _Run:
+    """Per-question bookkeeping: stage timings, progress events and cancellation."""
+
+    def __init__(self, sinks: List[EventSink], cancel: Optional[CancelToken]):
+        self.sinks = sinks
+        self.cancel = cancel
+        self.seconds = {stage: 0.0 for stage in STAGES}
+
+    def emit(self, event) -> None:
+        for sink in self.sinks:
+            emit(sink, event)
+
+    def check(self) -> None:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+
+    @contextmanager
+    def stage(self, name: str, fraction: float = 0.0, message: str = ""):
+        # Check before and after announcing: a listener may cancel on the announcement itself.
+        self.check()
+        self.emit(progress_event(name, fraction, message))
+        self.check()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+@dataclass
+class _Pass:
+    """One RFM scoring pass over a level's tiles."""
+
+    level: int
+    tiles: List[Tuple[int, int]]
+    tokens: LevelTokens
+    scores: Optional[np.ndarray]
+    sequence_length: int
+
+
+class Engine:
+    """The vision encoder, RFM and LLM of one bundle, loaded once and reused between questions."""
+
+    def __init__(self, bundle_dir, device: str = "auto", events: Optional[EventSink] = None):
+        from .bundle import load_bundle
+        from .llm import LanguageModel
+        from .rfm import RegionFocus
+        from .vision import VisionEncoder
+
+        self.events = events
+        self.bundle = load_bundle(bundle_dir)
+        self.manifest = self.bundle.manifest
+        self.vision = VisionEncoder(self.bundle, device)
+        self.rfm = RegionFocus(self.bundle, device)
+        self.llm = LanguageModel(self.bundle, device)
+        config = self.bundle.llm_config.get("text_config") or self.bundle.llm_config
+        self.dims = ModelDims(hidden=int(self.manifest.hidden_size),
+                              ffn=int(config.get("intermediate_size") or 4 * self.manifest.hidden_size),
+                              layers=int(config.get("num_hidden_layers") or 1),
+                              rfm_layers=len(self.manifest.rfm.get("layers") or []))
+
+    # ------------------------------------------------------------------ checks
+    def _check_question(self, question) -> str:
+        if question is None or not str(question).strip():
+            raise InputError("The question is empty: type a question about the image.")
+        return " ".join(str(question).split())
+
+    def _resolve(self, options: AskOptions) -> Tuple[float, int]:
+        if options.mode not in MODES:
+            raise InputError(f"Unknown mode '{options.mode}': choose one of {', '.join(MODES)}.")
+        alpha = float(options.alpha if options.alpha is not None else self.manifest.alpha)
+        if not 0.0 < alpha <= 1.0:
+            raise InputError(f"alpha (the keep ratio) must be in (0, 1], got {alpha}.")
+        n_max = int(options.n_max if options.n_max is not None else self.manifest.n_max)
+        if n_max < 1:
+            raise InputError(f"n_max (the tile cap) must be at least 1, got {n_max}.")
+        if int(options.max_new_tokens) < 1:
+            raise InputError(f"max_new_tokens must be at least 1, got {options.max_new_tokens}.")
+        return alpha, n_max
+
+    def _check_context(self, needed: int, what: str) -> None:
+        limit = int(self.llm.max_context)
+        if needed > limit:
+            raise InputError(f"{what} needs {needed} tokens but the language model reads at most "
+                             f"{limit}: shorten the question or the conversation, or use a mode "
+                             "that gives the model fewer image tokens (dip, thumbnail).")
+
+    # ------------------------------------------------------------------ ask
+    def ask(self, raster_path, question, options: Optional[AskOptions] = None,
+            events: Optional[EventSink] = None, cancel: Optional[CancelToken] = None) -> Answer:
+        from .pyramid import level_valid_token_shape, plan_pyramid
+        from .raster import RasterSource
+        from .reader import PyramidReader
+        from .scope import scope_window
+
+        options = options or AskOptions()
+        started = time.perf_counter()
+        run = _Run([s for s in (self.events, events) if s is not None], cancel)
+        question = self._check_question(question)
+        alpha, n_max = self._resolve(options)
+        m = self.manifest
+        history = tuple((str(q), str(a)) for q, a in (options.history or ()))
+        prefix_ids, suffix_ids = self.llm.prompt_segments(question, history)
+        text_tokens = len(prefix_ids) + len(suffix_ids)
+        self._check_context(text_tokens + m.thumbnail_tokens, "The question with the prompt and the thumbnail")
+        window = scope_window(raster_path, options.scope)
+
+        with RasterSource(raster_path, bands=options.bands, window=window,
+                          overview_cache_dir=options.overview_cache_dir,
+                          events=run.emit, cancel=cancel) as source:
+            plan = plan_pyramid(source.width, source.height, tile_size=m.tile_size, token_grid=m.pooled_grid)
+            start_level = self._start_level(plan, options)
+            if options.mode in ("grid", "full"):
+                rows, cols = level_valid_token_shape(plan, start_level)
+                vision = m.thumbnail_tokens + rows * cols + rows
+                if options.mode == "full" and vision > int(options.full_token_limit):
+                    raise InputError(
+                        f"Mode 'full' would give the language model {vision} image tokens for this "
+                        f"{source.width} x {source.height} px image (all {plan.finest.tile_count()} "
+                        f"tiles of the finest level), above the limit of {options.full_token_limit}: "
+                        "use mode 'dip', ask about a smaller scope, or raise full_token_limit.")
+                self._check_context(text_tokens + 1 + vision, f"Mode '{options.mode}' on this image")
+            reader = PyramidReader(source, plan)
+            with run.stage("read", 0.0, "reading the thumbnail"):
+                thumb_pixels, thumb_valid = reader.read_thumbnail()
+            if not thumb_valid.any():
+                raise InputError(f"{source.path} holds no valid pixels (everything is nodata or "
+                                 "masked) in the area asked about: choose another raster, band "
+                                 "set or scope.")
+            with run.stage("encode", 0.0, "encoding the thumbnail"):
+                thumb = self.vision.encode_thumbnail(thumb_pixels, thumb_valid)
+                thumb = np.asarray(thumb, dtype=np.float32).reshape(-1, m.hidden_size)
+            prefix = np.asarray(self.llm.embed_ids(prefix_ids), dtype=np.float32)
+            suffix = np.asarray(self.llm.embed_ids(suffix_ids), dtype=np.float32)
+
+            kept, kept_scores, passes, stop = self._look(run, reader, plan, options.mode, start_level,
+                                                         alpha, n_max, prefix, thumb, suffix)
+            final = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline, kept, suffix)
+            self._check_context(final.length, "The pruned image with the question")
+            pieces: List[str] = []
+
+            def on_token(text: str) -> None:
+                pieces.append(text)
+                run.emit(token_event(text))
+
+            with run.stage("generate", 0.0, f"answering from {final.length} tokens"):
+                text = self.llm.generate(final.embeds, max_new_tokens=int(options.max_new_tokens),
+                                         on_token=on_token, cancel=cancel)
+            run.emit(progress_event("generate", 1.0, "answered"))
+            heat = self._heat_cells(plan, source.georef, passes, kept, kept_scores)
+            trace = self._trace(run, started, plan, source, window, passes, final, stop,
+                                alpha, n_max, options.mode)
+            return Answer(question=question, text=str(text).strip(), mode=options.mode, trace=trace,
+                          heat_cells=heat, crs_wkt=source.crs_wkt, raster=str(raster_path))
+
+    def _start_level(self, plan, options: AskOptions) -> int:
+        if options.mode == "dip":
+            return 1
+        if options.mode == "full":
+            return len(plan.levels)
+        if options.mode in ("grid", "prune-only"):
+            if not 1 <= int(options.level) <= len(plan.levels):
+                raise InputError(f"Level {options.level} does not exist: this image's pyramid has "
+                                 f"levels 1..{len(plan.levels)} (long sides "
+                                 f"{[lv.long_side for lv in plan.levels]}).")
+            return int(options.level)
+        return 0   # thumbnail: no pyramid level
+
+    # ------------------------------------------------------------------ Algorithm 1
+    def _look(self, run: _Run, reader, plan, mode: str, level: int, alpha: float, n_max: int,
+              prefix, thumb, suffix):
+        """Read, encode, score and select until the stop rule; returns the kept HR tokens."""
+        from .select import exceeds_n_max, tiles_under_tokens, top_alpha
+
+        if mode == "thumbnail":
+            return None, None, [], "mode"
+        use_rfm = mode in ("dip", "prune-only")
+        tiles = plan.level(level).tiles()
+        passes: List[_Pass] = []
+        while True:
+            tokens = self._encode_level(run, reader, plan, level, tiles)
+            if not use_rfm:
+                passes.append(_Pass(level, tiles, tokens, None, 0))
+                return tokens, None, passes, "mode"
+            sequence = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline, tokens, suffix)
+            with run.stage("score", 0.0, f"level {level}: scoring {len(tokens)} tokens"):
+                scores = np.asarray(self.rfm.score(sequence.embeds, sequence.hr_mask,
+                                                   sequence.query_index), dtype=np.float32)
+                scores = scores[sequence.hr_positions]
+            passes.append(_Pass(level, tiles, tokens, scores, sequence.length))
+            with run.stage("select", 0.0, f"level {level}: keeping the top {alpha:g}"):
+                keep = top_alpha(scores, alpha)
+                if mode == "prune-only":
+                    stop = "mode"
+                elif level == len(plan.levels):
+                    stop = "finest-level"
+                else:
+                    wanted = tiles_under_tokens(plan, level, tokens.rows[keep], tokens.cols[keep], level + 1)
+                    if exceeds_n_max(wanted, n_max):
+                        stop = "n_max"
+                    else:
+                        level, tiles = level + 1, wanted
+                        continue
+            return tokens.subset(keep), scores[keep], passes, stop
+
+    def _encode_level(self, run: _Run, reader, plan, level: int, tiles) -> LevelTokens:
+        from .pyramid import level_valid_token_shape
+
+        features = []
+        for start in range(0, len(tiles), TILE_BATCH):
+            batch = tiles[start:start + TILE_BATCH]
+            done = start / len(tiles)
+            with run.stage("read", done, f"level {level}: reading tiles {start + 1}-"
+                                         f"{start + len(batch)} of {len(tiles)}"):
+                pixels, valid = reader.read_tiles(level, batch)
+            with run.stage("encode", done, f"level {level}: encoding {len(batch)} tiles"):
+                features.append(np.asarray(self.vision.encode_tiles(pixels, valid), dtype=np.float32))
+        run.emit(progress_event("encode", 1.0, f"level {level}: {len(tiles)} tiles encoded"))
+        return level_tokens(plan, level, tiles, np.concatenate(features, axis=0),
+                            level_valid_token_shape(plan, level))
+
+    # ------------------------------------------------------------------ outputs
+    def _heat_cells(self, plan, georef, passes: List[_Pass], kept, kept_scores):
+        from .heatmap import tile_cells, token_cells
+
+        cells = []
+        for p in passes:
+            tile_scores = None
+            if p.scores is not None:
+                # A tile's score is the RFM attention mass of its tokens.
+                index = {t: i for i, t in enumerate(p.tiles)}
+                tile_scores = np.zeros(len(p.tiles))
+                for tr, tc, s in zip(p.tokens.tile_rows, p.tokens.tile_cols, p.scores):
+                    tile_scores[index[(int(tr), int(tc))]] += float(s)
+            cells += tile_cells(plan, georef, p.level, p.tiles, tile_scores)
+        if kept is not None and kept_scores is not None:
+            cells += token_cells(plan, georef, kept, kept_scores)
+        return cells
+
+    def _trace(self, run: _Run, started: float, plan, source, window, passes: List[_Pass], final,
+               stop: str, alpha: float, n_max: int, mode: str) -> dict:
+        rfm_tokens = [p.sequence_length for p in passes if p.scores is not None]
+        tiles_per_level = {}
+        tiles = {}
+        for p in passes:
+            tiles_per_level[str(p.level)] = tiles_per_level.get(str(p.level), 0) + len(p.tiles)
+            tiles[str(p.level)] = [[int(r), int(c)] for r, c in p.tiles]
+        seconds = {k: round(v, 4) for k, v in run.seconds.items()}
+        seconds["total"] = round(time.perf_counter() - started, 4)
+        return {
+            "mode": mode,
+            "levels": [p.level for p in passes],
+            "pyramid": [{"level": lv.index, "long_side": lv.long_side, "tiles": [lv.rows, lv.cols]}
+                        for lv in plan.levels],
+            "image_size": [int(source.width), int(source.height)],
+            "window": list(window) if window else None,
+            "tiles_encoded": sum(len(p.tiles) for p in passes),
+            "tiles_per_level": tiles_per_level,
+            "tiles": tiles,
+            "rfm_tokens": rfm_tokens,
+            "thumbnail_tokens": final.thumbnail_tokens,
+            "kept_tokens": final.hr_tokens,
+            "kept_rows": final.newline_tokens,
+            "llm_vision_tokens": final.vision_tokens,
+            "llm_tokens": final.length,
+            "text_tokens": final.prefix_tokens + final.suffix_tokens,
+            "pixels_read": int(source.pixels_read),
+            "flops": run_flops(self.dims, final.length, rfm_tokens),
+            "seconds": seconds,
+            "device": str(getattr(self.llm, "device", "cpu")),
+            "providers": {"vision": getattr(self.vision, "provider", ""),
+                          "rfm": getattr(self.rfm, "provider", "")},
+            "stop_reason": stop,
+            "alpha": alpha,
+            "n_max": n_max,
+        }
+
+
+def ask(raster, question, bundle, options: Optional[AskOptions] = None,
+        events: Optional[EventSink] = None, cancel: Optional[CancelToken] = None,
+        device: str = "auto") -> Answer:
+    """One question without keeping the models loaded (loads the bundle each call)."""
+    return Engine(bundle, device=device, events=None).ask(raster, question, options, events, cancel)
