@@ -14,7 +14,7 @@ from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, MODES, DEVICES, alpha_para
                      check_model_folder, device_parameter, mode_parameter, model_parameter,
                      n_max_parameter, non_raster_message, optional_number, raster_path)
 from .feedback_bridge import FeedbackBridge
-from .runtime import require_ml_runtime
+from .runtime import missing_ml_packages, require_ml_runtime, runtime_help
 from .scope import scope_from_parameters
 
 
@@ -129,12 +129,10 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API name)
+        # Our own checks first: their messages say what to do, the generic ones only name the key.
         message = non_raster_message("INPUT", parameters.get("INPUT"), context)
         if message:
             return False, message
-        ok, message = super().checkParameterValues(parameters, context)
-        if not ok:
-            return ok, message
         try:
             if not self._questions(parameters, context):
                 return False, ("No questions: type at least one question in QUESTIONS (one per line) "
@@ -144,7 +142,10 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         message = check_model_folder(self.parameterAsFile(parameters, "MODEL", context))
         if message:
             return False, message
-        return True, ""
+        missing = missing_ml_packages()
+        if missing:
+            return False, runtime_help(missing)
+        return super().checkParameterValues(parameters, context)
 
     # -- the run --------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
@@ -177,7 +178,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         answered = 0
         try:
             feedback.pushInfo(f"Loading the model from {model_dir} ({device})…")
-            engine = Engine(model_dir, device=device, events=bridge)
+            engine = Engine(model_dir, device=device)
             options = AskOptions(**options_kwargs)
             for index, question in enumerate(questions):
                 if bridge.cancelled:

@@ -72,14 +72,13 @@ def check_model_folder(path_text: str) -> Optional[str]:
     if not (path / "manifest.json").is_file():
         return (f"{path} is not a model bundle: it has no manifest.json. Give the folder made by "
                 "`python -m rs_vqa_plugin convert` or `tiny-model`.")
-    try:
-        from ..engine.bundle import load_bundle  # reads JSON and small arrays; no torch
-    except ImportError:
-        return None
-    from ..engine.errors import RsVqaError
+    from ..engine.bundle import load_bundle  # reads JSON, ONNX graphs without weights; no torch
+    from ..engine.errors import RsVqaError, RuntimeSetupError
 
     try:
         load_bundle(path)
+    except RuntimeSetupError:
+        return None  # no onnx here: the runtime check names what to install, the bundle is unchecked
     except RsVqaError as exc:
         return str(exc)
     return None

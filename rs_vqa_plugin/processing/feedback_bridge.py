@@ -6,14 +6,15 @@ from ..engine.progress import CancelToken
 
 # The engine's stages in the order one question goes through them (repeated per pyramid level);
 # used only to turn stage fractions into a roughly monotonic progress bar.
-STAGES = ("load", "read", "encode", "score", "select", "generate")
+STAGES = ("read", "encode", "score", "select", "generate")
 
 
 class FeedbackBridge:
     """Callable event sink for the engine; one unit of work (a question, an image) at a time."""
 
-    def __init__(self, feedback, total_units: int = 1):
+    def __init__(self, feedback, total_units: int = 1, stages=STAGES):
         self.feedback = feedback
+        self.stages = stages
         self.token = CancelToken()
         self.total_units = max(1, int(total_units))
         self.unit = 0
@@ -43,10 +44,11 @@ class FeedbackBridge:
         if event.get("type") == "progress":
             stage = event.get("stage", "")
             fraction = float(event.get("fraction", 0.0))
-            if stage in STAGES:
-                fraction = (STAGES.index(stage) + fraction) / len(STAGES)
-            # Other stages (e.g. "overviews") are the whole unit on their own.
-            self._within = max(self._within, min(1.0, fraction))
+            if self.stages is None:  # a one-stage job (overviews): the fraction is the unit's
+                self._within = max(self._within, min(1.0, fraction))
+            elif stage in self.stages:
+                position = (self.stages.index(stage) + fraction) / len(self.stages)
+                self._within = max(self._within, min(1.0, position))
             self._publish()
             message = event.get("message")
             if message:
