@@ -18,7 +18,7 @@ HAVE_ENGINE = importlib.util.find_spec("rs_vqa_plugin.engine.pipeline") is not N
 needs_engine = pytest.mark.skipif(not HAVE_ENGINE, reason="engine/pipeline.py not landed yet")
 
 try:
-    from tests.fixtures_models import tiny_bundle  # noqa: F401 (fixture)
+    from tests.fixtures_models import tiny_bundle, tiny_llava_dir  # noqa: F401 (fixtures)
 except ImportError:
     @pytest.fixture(scope="session")
     def tiny_bundle():

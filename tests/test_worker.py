@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 HAVE_ENGINE = importlib.util.find_spec("rs_vqa_plugin.engine.pipeline") is not None
 
 try:
-    from tests.fixtures_models import tiny_bundle  # noqa: F401 (fixture)
+    from tests.fixtures_models import tiny_bundle, tiny_llava_dir  # noqa: F401 (fixtures)
 except ImportError:
     @pytest.fixture(scope="session")
     def tiny_bundle():
