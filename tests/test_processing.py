@@ -8,6 +8,9 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 from tests.qgis_support import qgis_app, qgis_processing  # noqa: F401 (pytest fixtures)
 from tests.rasters import make_rgb_scene
 
+pytest_plugins = ["tests.fixtures_models"]  # tiny_bundle: a real (random-weight) model bundle
+QUESTIONS = ["How many ships are docked?", "What colour is the roof of the largest building?"]
+
 
 class CancelAfterFirstProgress(QgsProcessingFeedback):
     """Presses Cancel as soon as the algorithm reports any progress (as a user would, mid-run)."""
@@ -157,3 +160,96 @@ def test_ask_rejects_a_missing_model_folder(rs_vqa_provider, tmp_path):
                                       "MODEL": str(not_a_bundle), "OUTPUT": str(tmp_path / "a.csv")})
     assert "no manifest.json" in message
     assert not (tmp_path / "a.csv").exists()
+
+
+# -- ask with a real (tiny) model -----------------------------------------------------------------
+def vector_layer(path, name=None):
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(str(path) if name is None else f"{path}|layername={name}", "out", "ogr")
+    assert layer.isValid(), path
+    return layer
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return make_rgb_scene(tmp_path_factory.mktemp("scene") / "scene.tif", size=(700, 500))
+
+
+def test_ask_answers_every_question_with_table_and_heatmap(rs_vqa_provider, tiny_bundle, scene, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    result = run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": "\n".join(QUESTIONS),
+                                "MODEL": str(tiny_bundle), "MODE": 0, "MAX_TOKENS": 3,
+                                "OUTPUT": str(tmp_path / "answers.gpkg"),
+                                "HEATMAP": str(tmp_path / "heat.gpkg")})
+    assert result["ANSWERED"] == 2
+    table = vector_layer(result["OUTPUT"])
+    rows = list(table.getFeatures())
+    assert [r["question"] for r in rows] == QUESTIONS
+    for row in rows:
+        assert row["answer"] and row["seconds"] > 0 and row["mode"] == "dip"
+        assert row["tiles_read"] > 0 and row["llm_vision_tokens"] > 0
+        levels = [int(v) for v in row["levels"].split(",")]
+        assert levels[0] == 1 and levels == sorted(levels)
+    heat = vector_layer(result["HEATMAP"])
+    raster = QgsRasterLayer(str(scene), "scene")
+    assert heat.crs().authid() == "EPSG:32617" == raster.crs().authid()
+    cells = list(heat.getFeatures())
+    assert {c["question"] for c in cells} == set(QUESTIONS)
+    extent = raster.extent().buffered(raster.rasterUnitsPerPixelX())
+    assert all(extent.contains(c.geometry().boundingBox()) for c in cells)
+    assert all(c.geometry().area() > 0 and c["kind"] in ("token", "tile") for c in cells)
+
+
+def test_ask_questions_from_jsonl_inside_a_scope_to_csv(rs_vqa_provider, tiny_bundle, scene, tmp_path):
+    import json
+
+    from qgis.core import QgsRectangle
+
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": f"q{i}", "text": q}) + "\n"
+                                 for i, q in enumerate(QUESTIONS[:1])))
+    # The scene is 350 x 250 m from (400000, 3300000) downwards; ask about its north-west corner.
+    scope = QgsRectangle(400000, 3299900, 400120, 3300000)
+    result = run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": str(questions),
+                                "SCOPE": f"{scope.xMinimum()},{scope.xMaximum()},{scope.yMinimum()},"
+                                         f"{scope.yMaximum()} [EPSG:32617]",
+                                "MODEL": str(tiny_bundle), "MODE": 0, "MAX_TOKENS": 2,
+                                "OUTPUT": str(tmp_path / "answers.csv"),
+                                "HEATMAP": str(tmp_path / "heat.geojson")})
+    rows = list(vector_layer(result["OUTPUT"]).getFeatures())
+    assert [(r["question_id"], r["mode"]) for r in rows] == [("q0", "dip")]
+    assert (tmp_path / "answers.csv").read_text().splitlines()[0].startswith("question_id,question,answer")
+    cells = list(vector_layer(result["HEATMAP"]).getFeatures())
+    assert cells
+    for cell in cells:
+        assert scope.buffered(1.0).contains(cell.geometry().boundingBox())
+
+
+def test_ask_cancel_keeps_what_was_answered(rs_vqa_provider, tiny_bundle, scene, tmp_path):
+    feedback = CancelAfterFirstProgress()
+    result = run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": "\n".join(QUESTIONS * 3),
+                                "MODEL": str(tiny_bundle), "MAX_TOKENS": 2,
+                                "OUTPUT": str(tmp_path / "answers.gpkg"),
+                                "HEATMAP": str(tmp_path / "heat.gpkg")}, feedback)
+    assert feedback.isCanceled()
+    assert result["ANSWERED"] == 0
+    assert vector_layer(result["OUTPUT"]).featureCount() == 0
+
+
+def test_ask_batch_over_several_rasters(rs_vqa_provider, tiny_bundle, tmp_path):
+    # What the batch dialog does: one fresh algorithm instance per raster, same parameters.
+    from qgis.core import QgsApplication
+
+    algorithm = QgsApplication.processingRegistry().algorithmById("rs_vqa:ask")
+    counts = []
+    for i, epsg in enumerate((32617, 4326)):
+        raster = make_rgb_scene(tmp_path / f"r{i}.tif", size=(300, 200), seed=i, epsg=epsg)
+        result = run(algorithm.create(), {"INPUT": str(raster), "QUESTIONS": QUESTIONS[0],
+                                          "MODEL": str(tiny_bundle), "MODE": 3, "MAX_TOKENS": 2,
+                                          "OUTPUT": str(tmp_path / f"a{i}.csv"),
+                                          "HEATMAP": str(tmp_path / f"h{i}.gpkg")})
+        counts.append(result["ANSWERED"])
+        assert vector_layer(result["HEATMAP"]).crs().authid() == f"EPSG:{epsg}"
+    assert counts == [1, 1]

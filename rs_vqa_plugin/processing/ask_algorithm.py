@@ -10,9 +10,10 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
                        QgsProcessingParameterString, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
-from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, MODES, DEVICES, alpha_parameter,
-                     check_model_folder, device_parameter, mode_parameter, model_parameter,
-                     n_max_parameter, non_raster_message, optional_number, raster_path)
+from .common import (DEVICES, GROUP_ID, GROUP_NAME, MODE_HELP, MODES, alpha_parameter,
+                     check_model_folder, device_parameter, max_tokens_parameter, mode_parameter,
+                     model_parameter, n_max_parameter, non_raster_message, optional_number,
+                     raster_path)
 from .feedback_bridge import FeedbackBridge
 from .runtime import missing_ml_packages, require_ml_runtime, runtime_help
 from .scope import scope_from_parameters
@@ -111,6 +112,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(mode_parameter())
         self.addParameter(alpha_parameter())
         self.addParameter(n_max_parameter())
+        self.addParameter(max_tokens_parameter())
         self.addParameter(device_parameter())
         self.addParameter(QgsProcessingParameterFeatureSink(
             "OUTPUT", "Answers", QgsProcessing.TypeVector))
@@ -161,6 +163,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             alpha=optional_number(self, parameters, "ALPHA", context),
             n_max=optional_number(self, parameters, "N_MAX", context, integer=True),
             scope=scope,
+            max_new_tokens=self.parameterAsInt(parameters, "MAX_TOKENS", context),
         )
         device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
 

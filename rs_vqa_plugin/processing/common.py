@@ -47,6 +47,12 @@ def n_max_parameter():
         type=QgsProcessingParameterNumber.Integer, minValue=1, optional=True))
 
 
+def max_tokens_parameter():
+    return advanced(QgsProcessingParameterNumber(
+        "MAX_TOKENS", "Longest answer, in tokens", type=QgsProcessingParameterNumber.Integer,
+        minValue=1, maxValue=4096, defaultValue=32))
+
+
 def device_parameter():
     return advanced(QgsProcessingParameterEnum("DEVICE", "Device", options=list(DEVICES), defaultValue=0))
 

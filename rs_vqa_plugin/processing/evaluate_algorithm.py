@@ -13,8 +13,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
 from qgis.PyQt.QtCore import QVariant
 
 from .common import (DEVICES, MODE_HELP, MODES, advanced, alpha_parameter, check_model_folder,
-                     device_parameter, mode_parameter, model_parameter, n_max_parameter,
-                     optional_number)
+                     device_parameter, max_tokens_parameter, mode_parameter, model_parameter,
+                     n_max_parameter, optional_number)
 from .feedback_bridge import FeedbackBridge
 from .runtime import missing_ml_packages, require_ml_runtime, runtime_help
 
@@ -121,6 +121,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(mode_parameter())
         self.addParameter(alpha_parameter())
         self.addParameter(n_max_parameter())
+        self.addParameter(max_tokens_parameter())
         self.addParameter(device_parameter())
         self.addParameter(advanced(QgsProcessingParameterNumber(
             "LIMIT", "Only the first N questions (empty: all)", type=QgsProcessingParameterNumber.Integer,
@@ -167,6 +168,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
         alpha = optional_number(self, parameters, "ALPHA", context)
         n_max = optional_number(self, parameters, "N_MAX", context, integer=True)
+        max_tokens = self.parameterAsInt(parameters, "MAX_TOKENS", context)
         sink, sink_id = self.parameterAsSink(parameters, "OUTPUT", context, score_fields(),
                                              QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
         if sink is None:
@@ -180,12 +182,11 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(f"{len(records)} questions, {len(records) - len(todo)} already answered in "
                           f"{answers_path.name}, {len(todo)} to ask.")
         if todo:
-            self._answer_all(todo, images, answers_path, model_dir, device, mode, alpha, n_max,
-                             done, feedback)
+            options = dict(mode=mode, alpha=alpha, n_max=n_max, max_new_tokens=max_tokens)
+            self._answer_all(todo, images, answers_path, model_dir, device, options, done, feedback)
         return self._score(records, done, sink, sink_id, answers_path, feedback)
 
-    def _answer_all(self, todo, images, answers_path, model_dir, device, mode, alpha, n_max, done,
-                    feedback):
+    def _answer_all(self, todo, images, answers_path, model_dir, device, options, done, feedback):
         require_ml_runtime()
         from ..engine.errors import Cancelled, RsVqaError
         from ..engine.pipeline import AskOptions, Engine
@@ -195,7 +196,8 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         try:
             feedback.pushInfo(f"Loading the model from {model_dir} ({device})…")
             engine = Engine(model_dir, device=device)
-            options = AskOptions(mode=mode, alpha=alpha, n_max=n_max)
+            mode = options["mode"]
+            options = AskOptions(**options)
             # Appended and flushed one answer at a time: whatever was answered survives a cancel.
             with answers_path.open("a", encoding="utf-8") as out:
                 for index, record in enumerate(todo):
