@@ -1,0 +1,170 @@
+"""`ask IMAGE "QUESTION"`: one question about one raster; progress on stderr, the answer on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "answer a question about a raster, looking coarse to fine (progress on stderr, answer on stdout)"
+
+from ..engine.cost import MODES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="raster file (GeoTIFF, COG, VRT, ...)")
+    parser.add_argument("question", help="the question, in quotes")
+    parser.add_argument("--model", help="model bundle folder (default: models/default)")
+    parser.add_argument("--mode", choices=MODES, default="dip",
+                        help="dip (coarse-to-fine, default), prune-only, grid, thumbnail or full")
+    parser.add_argument("--level", type=int, default=1, help="the fixed level of grid / prune-only (1)")
+    parser.add_argument("--alpha", type=float, default=None, help="keep ratio (default: the bundle's)")
+    parser.add_argument("--n-max", type=int, default=None, help="tile cap (default: the bundle's)")
+    parser.add_argument("--scope", default=None,
+                        help="xmin,ymin,xmax,ymax or polygon WKT, in the raster's CRS")
+    parser.add_argument("--bands", default=None, help="bands shown as R,G,B (e.g. 3,2,1) or one band")
+    parser.add_argument("--history", default=None,
+                        help="JSON file of earlier turns: [[question, answer], ...]")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--full-token-limit", type=int, default=30000,
+                        help="mode full refuses images above this many image tokens")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
+    parser.add_argument("--heatmap", default=None, help="write the heat cells to OUT.gpkg or OUT.geojson")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (answer, mode, trace) instead of streaming")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def parse_scope(text):
+    """'xmin,ymin,xmax,ymax' -> tuple of floats; anything else is taken as polygon WKT."""
+    from ..engine.errors import InputError
+
+    if text is None or not text.strip():
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) == 4:
+        try:
+            return tuple(float(p) for p in parts)
+        except ValueError:
+            pass
+    if text.lstrip().upper().startswith(("POLYGON", "MULTIPOLYGON")):
+        return text.strip()
+    raise InputError(f"--scope '{text}' is neither xmin,ymin,xmax,ymax nor polygon WKT.")
+
+
+def parse_bands(text):
+    from ..engine.errors import InputError
+
+    if not text:
+        return None
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise InputError(f"--bands '{text}' must be band numbers like 3,2,1.") from None
+
+
+def read_history(path):
+    from ..engine.errors import InputError
+
+    if not path:
+        return ()
+    try:
+        turns = json.loads(Path(path).read_text(encoding="utf-8"))
+        return tuple((str(q), str(a)) for q, a in turns)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"--history {path}: expected a JSON list of [question, answer] pairs "
+                         f"({exc}).") from None
+
+
+def resolve_model(model):
+    """The bundle folder to use, with an actionable error when the default one is absent."""
+    from ..engine.errors import BundleError
+    from ..paths import default_model_dir
+
+    folder = Path(model) if model else default_model_dir()
+    if not folder.is_dir():
+        if model:
+            raise BundleError(f"Model folder {folder} does not exist: check --model.")
+        raise BundleError(f"No default model at {folder}: pass --model DIR, or create one "
+                          f"(`python -m rs_vqa_plugin tiny-model {folder}` for a random test model, "
+                          "`python -m rs_vqa_plugin convert ...` for a real one).")
+    return folder
+
+
+def check_heatmap_path(path):
+    """Fail before any model work when the heatmap cannot be written where asked."""
+    from ..engine.errors import InputError
+    from ..engine.heatmap import DRIVERS
+
+    if not path:
+        return None
+    out = Path(path)
+    if out.suffix.lower() not in DRIVERS:
+        raise InputError(f"--heatmap {out}: use a .gpkg or .geojson file name.")
+    if not out.parent.is_dir():
+        raise InputError(f"--heatmap {out}: the folder {out.parent} does not exist.")
+    return out
+
+
+def progress_printer(stream=sys.stderr):
+    def on_event(event) -> None:
+        if event.get("type") == "progress":
+            stream.write(f"[{event['stage']:>9} {100 * event['fraction']:3.0f}%] {event['message']}\n")
+            stream.flush()
+    return on_event
+
+
+def summary_dict(answer) -> dict:
+    """What --json prints: the answer, its mode and the full trace."""
+    return {"answer": answer.text, "question": answer.question, "mode": answer.mode,
+            "raster": answer.raster, "trace": answer.trace, "heat_cells": len(answer.heat_cells)}
+
+
+def run(args) -> int:
+    from ..engine.pipeline import AskOptions, Engine
+
+    heatmap = check_heatmap_path(args.heatmap)
+    options = AskOptions(mode=args.mode, alpha=args.alpha, n_max=args.n_max, level=args.level,
+                         scope=parse_scope(args.scope), history=read_history(args.history),
+                         bands=parse_bands(args.bands), max_new_tokens=args.max_new_tokens,
+                         full_token_limit=args.full_token_limit, overview_cache_dir=args.cache_dir)
+    if not str(args.question).strip():
+        from ..engine.errors import InputError
+        raise InputError("The question is empty: type a question about the image.")
+    model = resolve_model(args.model)
+    progress = None if args.quiet else progress_printer()
+    if progress:
+        progress({"type": "progress", "stage": "load", "fraction": 0.0,
+                  "message": f"loading the model from {model}"})
+    engine = Engine(model, device=args.device)
+    streamed = []
+
+    def on_event(event) -> None:
+        if event.get("type") == "token" and not args.json:
+            streamed.append(event["text"])
+            sys.stdout.write(event["text"])
+            sys.stdout.flush()
+        elif progress:
+            progress(event)
+
+    answer = engine.ask(args.image, args.question, options, events=on_event)
+    if heatmap is not None:
+        from ..engine.heatmap import write_heatmap
+        write_heatmap([answer], heatmap)
+    if args.json:
+        print(json.dumps(summary_dict(answer)))
+    else:
+        # The streamed pieces may miss trailing text held back for clean decoding; finish the line.
+        shown = "".join(streamed)
+        rest = answer.text[len(shown.strip()):] if answer.text.startswith(shown.strip()) else ""
+        sys.stdout.write(rest + "\n")
+        sys.stdout.flush()
+        if not args.quiet:
+            t = answer.trace
+            print(f"mode {answer.mode}: levels {t['levels']}, {t['tiles_encoded']} tiles encoded, "
+                  f"{t['llm_vision_tokens']} image tokens to the LLM, "
+                  f"{t['flops']['total']:.3g} FLOPs, {t['seconds']['total']:.1f} s"
+                  + (f"; heatmap {heatmap}" if heatmap else ""), file=sys.stderr)
+    return 0
