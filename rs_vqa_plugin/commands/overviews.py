@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 
 HELP = "build missing overviews (average) beside a raster, or in a cache folder; never rewrites it"
 
@@ -32,14 +33,30 @@ def run(args) -> int:
 
     open_dataset(args.image)  # bad input fails here with a clear message, before anything is written
     cancel = CancelToken()
-    # Ctrl-C while GDAL works: the progress callback sees the token and GDAL stops cleanly.
+    outcome = {}
+
+    def work():
+        try:
+            outcome["state"] = build_overviews(args.image, cache_dir=args.cache_dir,
+                                               use_cache=bool(args.cache_dir or args.cache),
+                                               events=_stderr_progress, cancel=cancel)
+        except BaseException as exc:  # handed to the main thread below
+            outcome["error"] = exc
+
+    # GDAL runs with the main thread blocked in C, where Python signal handlers never run; so the
+    # build runs in a thread and the main thread stays free to turn Ctrl-C into a cancel request,
+    # which the progress callback sees and GDAL stops cleanly.
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
     try:
-        state = build_overviews(args.image, cache_dir=args.cache_dir,
-                                use_cache=bool(args.cache_dir or args.cache),
-                                events=_stderr_progress, cancel=cancel)
+        worker = threading.Thread(target=work, name="rs-vqa-overviews", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
     finally:
         signal.signal(signal.SIGINT, previous)
+    if "error" in outcome:
+        raise outcome["error"]
+    state = outcome["state"]
     if args.json:
         print(json.dumps(state.to_dict(), indent=2))
     else:

@@ -119,10 +119,12 @@ def _gdal_progress(events: Optional[EventSink], cancel: Optional[CancelToken], l
     last = [-1.0]
 
     def callback(complete, _message, _data):
+        if cancel is not None and cancel.cancelled:
+            return 0  # GDAL stops; no further progress is reported
         if complete - last[0] >= 0.01 or complete >= 1.0:
             last[0] = complete
             emit(events, progress_event("overviews", complete, f"building overviews of {label}"))
-        return 0 if (cancel is not None and cancel.cancelled) else 1
+        return 1
 
     return callback
 
