@@ -75,3 +75,24 @@ def test_vision_encoder_normalises_and_fills_padding_with_mean(tiny_bundle, llav
     assert np.abs(pooled.reshape(3, -1, m.hidden_size) - ref_pooled).max() <= 1e-4
     thumb = encoder.encode_thumbnail(tiles[0], valid[0])
     assert thumb.shape == (m.patch_grid, m.patch_grid, m.hidden_size)
+
+
+def test_fp16_export_keeps_float32_interface(tiny_bundle, llava, tmp_path):
+    """--fp16 halves the weights for GPU inference; the graph still takes and gives float32."""
+    import onnxruntime as ort
+
+    from rs_vqa_plugin.modeling.export_vision import (VisionGraph, export_vision_onnx,
+                                                      vision_spec)
+
+    spec = vision_spec(llava.config, llava.config.text_config.hidden_size)
+    graph = VisionGraph(llava.model.vision_tower, llava.model.multi_modal_projector, spec).eval()
+    path = export_vision_onnx(graph, tmp_path / "vision16.onnx", fp16=True)
+    pixels = np.random.default_rng(3).normal(size=(3, 3, spec.tile_size, spec.tile_size))
+    pixels = pixels.astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float)"
+    pooled = session.run(["pooled"], {"pixels": pixels})[0]
+    assert pooled.dtype == np.float32
+    _, ref = _torch_reference(llava, pixels)
+    assert np.abs(pooled - ref).max() <= 2e-3 * max(1.0, np.abs(ref).max())
+    assert path.stat().st_size < load_bundle(tiny_bundle).vision_path.stat().st_size

@@ -155,7 +155,9 @@ class LanguageModel:
                     cancel.raise_if_cancelled()
                 out = self.model(inputs_embeds=inputs, use_cache=True, logits_to_keep=1,
                                  **{self._cache_arg: cache})
-                cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+                cache = getattr(out, "cache", None)
+                if cache is None:
+                    cache = getattr(out, "past_key_values", None)
                 token = int(out.logits[0, -1].argmax())
                 if token in self.stop_ids:
                     break

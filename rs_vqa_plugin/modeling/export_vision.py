@@ -102,8 +102,9 @@ def export_vision_onnx(graph: VisionGraph, path, fp16: bool = False, example_bat
 class _Fp16Wrapper(nn.Module):
     def __init__(self, graph: VisionGraph):
         super().__init__()
-        self.graph = graph
+        # Not named `graph`: that would shadow torch.fx's GraphModule.graph during export.
+        self.encoder = graph
 
     def forward(self, pixels):
-        tokens, pooled = self.graph(pixels.half())
+        tokens, pooled = self.encoder(pixels.half())
         return tokens.float(), pooled.float()
