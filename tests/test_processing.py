@@ -101,20 +101,26 @@ def test_build_pyramid_cancel_leaves_no_file(rs_vqa_provider, tmp_path):
 
 
 # -- bad parameters are rejected before any heavy work ------------------------------------------
-@pytest.fixture
-def vector_file(tmp_path):
+def polygon_file(path, epsg, wkt):
+    """A one-feature GeoPackage layer (any geometry type) written with OGR."""
     from osgeo import ogr, osr
 
-    path = tmp_path / "points.gpkg"
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32617)
-    layer = ds.CreateLayer("points", srs, ogr.wkbPoint)
+    srs.ImportFromEPSG(epsg)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    geometry = ogr.CreateGeometryFromWkt(wkt)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = ds.CreateLayer(path.stem, srs, geometry.GetGeometryType())
     feature = ogr.Feature(layer.GetLayerDefn())
-    feature.SetGeometry(ogr.CreateGeometryFromWkt("POINT (400010 3299990)"))
+    feature.SetGeometry(geometry)
     layer.CreateFeature(feature)
     ds = None
     return path
+
+
+@pytest.fixture
+def vector_file(tmp_path):
+    return polygon_file(tmp_path / "points.gpkg", 32617, "POINT (400010 3299990)")
 
 
 def rejected(algorithm, parameters) -> str:
@@ -243,13 +249,84 @@ def test_ask_batch_over_several_rasters(rs_vqa_provider, tiny_bundle, tmp_path):
     from qgis.core import QgsApplication
 
     algorithm = QgsApplication.processingRegistry().algorithmById("rs_vqa:ask")
+    # One lon/lat polygon as the scope of both: reprojected to each raster's CRS.
+    scope = polygon_file(tmp_path / "scope.gpkg", 4326,
+                         "POLYGON ((-82.29999 29.64999, -82.2985 29.64999, -82.2985 29.6485, "
+                         "-82.29999 29.6485, -82.29999 29.64999))")
     counts = []
-    for i, epsg in enumerate((32617, 4326)):
-        raster = make_rgb_scene(tmp_path / f"r{i}.tif", size=(300, 200), seed=i, epsg=epsg)
+    for i, (epsg, geotransform) in enumerate(((32617, (374150.0, 0.5, 0, 3280720.0, 0, -0.5)),
+                                              (4326, None))):
+        raster = make_rgb_scene(tmp_path / f"r{i}.tif", size=(300, 200), seed=i, epsg=epsg,
+                                geotransform=geotransform)
         result = run(algorithm.create(), {"INPUT": str(raster), "QUESTIONS": QUESTIONS[0],
+                                          "SCOPE": str(scope),
                                           "MODEL": str(tiny_bundle), "MODE": 3, "MAX_TOKENS": 2,
                                           "OUTPUT": str(tmp_path / f"a{i}.csv"),
                                           "HEATMAP": str(tmp_path / f"h{i}.gpkg")})
         counts.append(result["ANSWERED"])
         assert vector_layer(result["HEATMAP"]).crs().authid() == f"EPSG:{epsg}"
     assert counts == [1, 1]
+
+
+# -- evaluate: LRS-VQA questions, answers file resumed, accuracy table -------------------------
+def test_evaluate_scores_per_subset_and_resumes(rs_vqa_provider, tiny_bundle, tmp_path):
+    import json
+
+    images = tmp_path / "images"
+    images.mkdir()
+    make_rgb_scene(images / "a.tif", size=(300, 200), seed=3)
+    make_rgb_scene(images / "b.tif", size=(200, 300), seed=4)
+    suffix = " Answer the question using a single word or phrase."
+    records = [
+        {"question_id": "FAIR_1", "image": "a.tif", "text": "How many ships?" + suffix,
+         "category": "count", "ground_truth": "3"},
+        {"question_id": "FAIR_2", "image": "b.tif", "text": "What colour is the car?" + suffix,
+         "category": "object color", "ground_truth": "red"},
+        {"question_id": "STAR_3", "image": "a.tif", "text": "Is this rural or urban?" + suffix,
+         "category": "rural or urban", "ground_truth": "urban"},
+    ]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in records))
+    answers = tmp_path / "answers.jsonl"
+    # An earlier, interrupted run answered FAIR_1 correctly: it must be kept, not asked again.
+    earlier = {"question_id": "FAIR_1", "text": "3", "image": "a.tif"}
+    answers.write_text(json.dumps(earlier) + "\n")
+    parameters = {"QUESTIONS": str(questions), "IMAGES": str(images), "MODEL": str(tiny_bundle),
+                  "MODE": 3, "MAX_TOKENS": 2, "ANSWERS": str(answers),
+                  "OUTPUT": str(tmp_path / "scores.csv")}
+
+    first = run("rs_vqa:evaluate", dict(parameters, LIMIT=2))
+    assert first["ANSWERED"] == 2
+    lines = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert [line["question_id"] for line in lines] == ["FAIR_1", "FAIR_2"]
+    assert lines[0] == earlier
+
+    second = run("rs_vqa:evaluate", dict(parameters, OUTPUT=str(tmp_path / "scores2.gpkg")))
+    lines = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert [line["question_id"] for line in lines] == ["FAIR_1", "FAIR_2", "STAR_3"]
+    assert second["ANSWERED"] == 3
+    table = {(f["subset"], f["category"]): f for f in vector_layer(second["OUTPUT"]).getFeatures()}
+    assert {"FAIR", "STAR", "all"} == {subset for subset, _ in table}
+    assert table[("FAIR", "count")]["accuracy"] == 1.0 and table[("FAIR", "count")]["total"] == 1
+    for subset in ("FAIR", "STAR", "all"):
+        assert (subset, "OA") in table and (subset, "AA") in table
+    assert table[("all", "OA")]["total"] == 3
+    assert second["OA"] == pytest.approx(table[("all", "OA")]["accuracy"])
+    assert second["AA"] == pytest.approx(table[("all", "AA")]["accuracy"])
+    assert second["OA"] >= 1 / 3  # FAIR_1 at least
+
+
+def test_evaluate_rejects_missing_images_before_loading(rs_vqa_provider, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question_id": "FAIR_1", "image": "gone.tif", "text": "How many?"}\n')
+    message = rejected("rs_vqa:evaluate", {"QUESTIONS": str(questions), "IMAGES": str(tmp_path),
+                                           "ANSWERS": str(tmp_path / "a.jsonl"),
+                                           "OUTPUT": str(tmp_path / "s.csv")})
+    assert "gone.tif" in message and not (tmp_path / "a.jsonl").exists()
+
+
+def test_ask_rejects_a_point_layer_as_scope(rs_vqa_provider, tiny_bundle, scene, vector_file, tmp_path):
+    message = rejected("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": "How many ships?",
+                                      "SCOPE": str(vector_file), "MODEL": str(tiny_bundle),
+                                      "OUTPUT": str(tmp_path / "a.csv")})
+    assert "Point" in message and "polygons or an extent" in message

@@ -1,0 +1,72 @@
+"""rs_vqa:ask through the qgis_process command line, with the plugin found on QGIS_PLUGINPATH and enabled.
+
+`qgis_process.bin` is called directly: Debian's `qgis_process` wrapper adds --noversioncheck, which
+the 3.22 executable rejects. The ML stack comes from the venv through PYTHONPATH, as the README says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sysconfig
+
+import pytest
+
+from tests.qgis_support import qgis_app, stage_plugin  # noqa: F401 (fixture)
+from tests.rasters import make_rgb_scene
+
+pytest_plugins = ["tests.fixtures_models"]
+QGIS_PROCESS = shutil.which("qgis_process.bin")
+pytestmark = pytest.mark.skipif(QGIS_PROCESS is None, reason="qgis_process.bin is not installed")
+
+
+@pytest.fixture(scope="module")
+def qgis_process_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qgis-process")
+    plugins = root / "plugins"
+    stage_plugin(plugins)
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins),
+               # A throw-away profile: enabling the plugin must not touch the user's own.
+               QGIS_CUSTOM_CONFIG_PATH=str(root / "profile"),
+               PYTHONPATH=sysconfig.get_paths()["purelib"], HF_HUB_OFFLINE="1")
+    enabled = qgis_process(env, "plugins", "enable", "rs_vqa_plugin")
+    # It answers with the plugin list, enabled ones starred.
+    assert enabled.returncode == 0 and "* rs_vqa_plugin" in enabled.stdout, enabled.stdout + enabled.stderr
+    return env
+
+
+def qgis_process(env, *args, timeout=240):
+    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=env["QGIS_PLUGINPATH"])
+
+
+def test_qgis_process_ask(qgis_process_env, tiny_bundle, tmp_path, qgis_app):  # noqa: F811
+    from qgis.core import QgsVectorLayer
+
+    raster = make_rgb_scene(tmp_path / "scene.tif", size=(500, 400), epsg=32633)
+    done = qgis_process(qgis_process_env, "--json", "run", "rs_vqa:ask", "--",
+                        f"INPUT={raster}", "QUESTIONS=How many ships are docked?",
+                        f"MODEL={tiny_bundle}", "MAX_TOKENS=2", f"OUTPUT={tmp_path / 'answers.csv'}",
+                        f"HEATMAP={tmp_path / 'heat.gpkg'}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["results"]["ANSWERED"] == 1
+    table = QgsVectorLayer(report["results"]["OUTPUT"], "answers", "ogr")
+    rows = list(table.getFeatures())
+    assert [r["question"] for r in rows] == ["How many ships are docked?"]
+    assert int(rows[0]["tiles_read"]) > 0
+    heat = QgsVectorLayer(report["results"]["HEATMAP"], "heat", "ogr")
+    assert heat.crs().authid() == "EPSG:32633"
+    assert heat.featureCount() > 0
+
+
+def test_qgis_process_rejects_a_missing_model(qgis_process_env, tmp_path):
+    raster = make_rgb_scene(tmp_path / "scene.tif", size=64)
+    done = qgis_process(qgis_process_env, "run", "rs_vqa:ask", "--", f"INPUT={raster}",
+                        "QUESTIONS=How many ships?", f"MODEL={tmp_path / 'missing-model'}",
+                        f"OUTPUT={tmp_path / 'a.csv'}")
+    assert done.returncode != 0
+    assert "missing-model does not exist" in done.stdout + done.stderr
+    assert not (tmp_path / "a.csv").exists()
