@@ -108,11 +108,12 @@ def check_heatmap_path(path):
     return out
 
 
-def progress_printer(stream=sys.stderr):
+def progress_printer():
     def on_event(event) -> None:
         if event.get("type") == "progress":
-            stream.write(f"[{event['stage']:>9} {100 * event['fraction']:3.0f}%] {event['message']}\n")
-            stream.flush()
+            # sys.stderr looked up per event: it may be redirected after start-up.
+            sys.stderr.write(f"[{event['stage']:>9} {100 * event['fraction']:3.0f}%] {event['message']}\n")
+            sys.stderr.flush()
     return on_event
 
 
@@ -133,6 +134,12 @@ def run(args) -> int:
     if not str(args.question).strip():
         from ..engine.errors import InputError
         raise InputError("The question is empty: type a question about the image.")
+    # Cheap checks of the raster and the scope before the (slow) model load.
+    from ..engine.raster import open_dataset
+    from ..engine.scope import scope_window
+
+    open_dataset(args.image)
+    scope_window(args.image, options.scope)
     model = resolve_model(args.model)
     progress = None if args.quiet else progress_printer()
     if progress:
