@@ -209,3 +209,13 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, make, expect):
     assert not cache.exists()
     with pytest.raises(InputError):
         open_dataset(path)
+
+
+@pytest.mark.parametrize("dtype,nodata", [(np.float32, 0.1), (np.uint16, 0)])
+def test_nodata_matches_in_the_band_precision(tmp_path, dtype, nodata):
+    data = np.full((1, 16, 16), 7, dtype)
+    data[0, :4] = nodata        # a Float32 band holds 0.1 rounded; GDAL reports the double 0.1
+    path = write_geotiff(tmp_path / "nd.tif", data, nodata=nodata)
+    with RasterSource(path) as src:
+        _, valid = src.read(0, 0, 16, 16, 16, 16)
+    assert not valid[:4].any() and valid[4:].all()

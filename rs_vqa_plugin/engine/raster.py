@@ -199,7 +199,7 @@ class RasterSource:
         out_w, out_h = max(1, int(self.width / factor)), max(1, int(self.height / factor))
         values, valid = self._read_raw(0, 0, self.width, self.height, out_w, out_h)
         limits = []
-        for band_values in values:
+        for band_values in values.astype(np.float64):
             v = band_values[valid & np.isfinite(band_values)]
             if v.size == 0:
                 limits.append((0.0, 1.0))
@@ -210,7 +210,7 @@ class RasterSource:
 
     # -- reads ---------------------------------------------------------------------------------
     def _read_raw(self, src_x, src_y, src_w, src_h, out_w, out_h):
-        """(bands, h, w) float values + validity, one resampled windowed read (overviews used)."""
+        """(bands, h, w) values (native type) + validity, one resampled windowed read (overviews used)."""
         if src_w <= 0 or src_h <= 0 or src_x < 0 or src_y < 0 or \
                 src_x + src_w > self.width + 1e-6 or src_y + src_h > self.height + 1e-6:
             raise ValueError(f"window {(src_x, src_y, src_w, src_h)} outside {self.width} x {self.height}")
@@ -227,7 +227,7 @@ class RasterSource:
             raise _fail(self.path, f"reading pixels failed ({exc})",
                         "The file may be truncated or corrupt: copy or export it again.") from None
         self.pixels_read += int(out_w) * int(out_h)
-        return data.astype(np.float32, copy=False), valid
+        return data, valid
 
     def _validity(self, data, x, y, w, h, out_w, out_h, resample) -> np.ndarray:
         if self.mask_kind == "nodata":
@@ -237,7 +237,11 @@ class RasterSource:
                 bad = ~np.isfinite(band_values) if np.issubdtype(band_values.dtype, np.floating) \
                     else np.zeros(band_values.shape, bool)
                 if nodata is not None:
-                    bad |= band_values == np.array(nodata).astype(band_values.dtype)
+                    # Floats: compare in the band's precision (GDAL stores nodata as a double, a
+                    # Float32 band holds it rounded). Integers: promote, so an out-of-range nodata
+                    # matches nothing instead of wrapping onto a real value.
+                    floating = np.issubdtype(band_values.dtype, np.floating)
+                    bad |= band_values == (band_values.dtype.type(nodata) if floating else nodata)
                 invalid &= bad
             return ~invalid
         if self.mask_kind in ("alpha", "mask"):
@@ -251,17 +255,15 @@ class RasterSource:
     def read(self, src_x, src_y, src_w, src_h, out_w, out_h):
         """Window in scope pixels (floats allowed) -> (uint8 [out_h, out_w, 3], valid bool [out_h, out_w])."""
         values, valid = self._read_raw(src_x, src_y, src_w, src_h, out_w, out_h)
-        if self.stretch is None:
-            scaled = values
-        else:
-            scaled = np.empty_like(values)
-            for i, (lo, hi) in enumerate(self.stretch):
-                scaled[i] = (values[i] - lo) * (255.0 / (hi - lo))
-        planes = [scaled[self._read_bands.index(b)] for b in self.bands]
-        if len(planes) == 1:
-            planes = planes * 3
-        rgb = np.clip(np.nan_to_num(np.stack(planes, axis=-1), nan=0.0), 0, 255)
-        rgb = (rgb + 0.5).astype(np.uint8) if self.stretch is not None else rgb.astype(np.uint8)
+        rgb = np.empty(values.shape[1:] + (3,), np.uint8)
+        for channel, band in enumerate(self.bands * 3 if len(self.bands) == 1 else self.bands):
+            i = self._read_bands.index(band)
+            if self.stretch is None:
+                rgb[..., channel] = values[i]   # 8-bit data: no arithmetic on the hot path
+                continue
+            lo, hi = self.stretch[i]
+            plane = (values[i].astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5
+            rgb[..., channel] = np.clip(np.nan_to_num(plane, nan=0.0), 0, 255)
         rgb[~valid] = 0
         return rgb, valid
 
