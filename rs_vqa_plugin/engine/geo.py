@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .pyramid import PyramidPlan
+from .pyramid import PyramidPlan, tile_content_rect
 
 # QGIS shows a raster without geotransform with y pointing down the screen (its GDAL provider
 # uses a -1 y step); using the same affine keeps our footprints on top of the layer.
@@ -104,7 +104,8 @@ def georeference_from_dataset(ds, label: str = "raster") -> GeoReference:
     return GeoReference(gt, wkt, epsg, geographic, notes)
 
 
-def level_cell_to_source(plan: PyramidPlan, level_index: int, x0, y0, x1, y1) -> Tuple[float, float, float, float]:
+def level_cell_to_source(plan: PyramidPlan, level_index: int,
+                         x0, y0, x1, y1) -> Tuple[float, float, float, float]:
     """A rectangle in level content pixels -> window (source) pixels. level_index 0 = thumbnail.
 
     Clipped to the source; padding maps outside the image and is cut away.
@@ -117,9 +118,8 @@ def level_cell_to_source(plan: PyramidPlan, level_index: int, x0, y0, x1, y1) ->
 
 def tile_footprint(georef: GeoReference, plan: PyramidPlan, level_index: int, row: int, col: int):
     """Footprint ring of a tile's non-padding part in the raster CRS."""
-    from .pyramid import tile_content_rect
-
-    return georef.footprint(*level_cell_to_source(plan, level_index, *tile_content_rect(plan, level_index, row, col)))
+    rect = tile_content_rect(plan, level_index, row, col)
+    return georef.footprint(*level_cell_to_source(plan, level_index, *rect))
 
 
 def token_cell_footprint(georef: GeoReference, plan: PyramidPlan, level_index: int,

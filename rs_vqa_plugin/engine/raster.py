@@ -115,7 +115,8 @@ def choose_bands(ds, bands: Optional[Sequence[int]] = None, path="raster") -> Li
         bands = [int(b) for b in bands]
         bad = [b for b in bands if not 1 <= b <= count]
         if bad:
-            raise _fail(path, f"has no band {bad[0]} (it has {count})", f"Choose bands between 1 and {count}.")
+            raise _fail(path, f"has no band {bad[0]} (it has {count})",
+                        f"Choose bands between 1 and {count}.")
         if len(bands) not in (1, 3):
             raise _fail(path, f"{len(bands)} bands were asked for",
                         "Give one band (shown as grey) or three (red, green, blue).")
