@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.qgis_support import flush_deletes, qgis_app, recording_iface  # noqa: F401 (fixtures)
+from tests.qgis_support import flush_deletes, qgis_app  # noqa: F401 (fixture)
 from tests.rasters import make_rgb_scene
 
 HAVE_ENGINE = importlib.util.find_spec("rs_vqa_plugin.engine.pipeline") is not None
@@ -62,19 +62,35 @@ def raster_layer(project, tmp_path):
     return layer
 
 
-@pytest.fixture
-def controller(recording_iface, raster_layer, project, tmp_path):
+@pytest.fixture(scope="module")
+def shared_controller(qgis_app):
+    """One dock (and so one warm worker) for the module: a model loads in seconds, not instantly."""
+    from tests.qgis_support import make_recording_iface
+
     from rs_vqa_plugin.gui.dock_controller import DockController
+
+    iface = make_recording_iface()
+    ctrl = DockController(iface)
+    yield ctrl
+    ctrl.unload()
+    iface.mainWindow().close()
+    iface.mainWindow().deleteLater()
+    flush_deletes()
+
+
+@pytest.fixture
+def controller(shared_controller, raster_layer):
+    from rs_vqa_plugin.gui.history import Conversations
     from rs_vqa_plugin.gui.settings import PluginSettings
 
-    ctrl = DockController(recording_iface)
+    ctrl = shared_controller
+    assert ctrl.current is None
     # Explicit settings (never the developer's saved ones): the repo venv's Python runs the worker.
     ctrl.settings = PluginSettings(python=sys.executable, model_dir="", device="cpu",
                                    max_new_tokens=6)
+    ctrl.conversations = Conversations()
     ctrl.show(raster_layer)
-    yield ctrl
-    ctrl.unload()
-    flush_deletes()
+    return ctrl
 
 
 def make_broken_bundle(folder: Path) -> Path:
@@ -222,24 +238,34 @@ def test_stop_and_a_killed_worker_leave_nothing_half_added(controller, project, 
     controller.settings.max_new_tokens = 400
     layers_before = set(project.mapLayers())
 
+    def on_first_pixels(action):
+        # Acts from the worker's first "read"/"encode" progress, as a person clicking mid-run.
+        def slot(_rid, stage, _fraction, _message):
+            if stage in ("read", "encode") and not fired:
+                fired.append(time.monotonic())
+                action()
+        fired = []
+        controller.client.progress.connect(slot)
+        return fired, slot
+
+    fired, slot = on_first_pixels(controller.dock.stop_button.click)
     controller.ask("Describe everything in detail.")
-    assert spin_until(lambda: controller.current is None or
-                      controller.dock.progress_bar.value() > 0 and "Encoding" in
-                      controller.dock.progress_bar.format(), 120)
-    started = time.monotonic()
-    controller.dock.stop_button.click()
-    assert spin_until(lambda: controller.current is None, 10)
-    assert time.monotonic() - started < 4.0
+    pid = controller.client.process.processId()
+    assert spin_until(lambda: controller.current is None, 120)
+    controller.client.progress.disconnect(slot)
+    assert fired and time.monotonic() - fired[0] < 2.5   # Stop is prompt
     assert controller.current_turns()[-1].status == "stopped"
+    assert "Stopped" in controller.dock.status_label.text()
+    # Cancelled by the worker itself, which stays warm for the next question.
+    assert controller.client.is_running() and controller.client.process.processId() == pid
     assert set(project.mapLayers()) == layers_before
 
+    fired, slot = on_first_pixels(controller.client.kill)   # as the OOM killer would
     controller.ask("Describe everything again.")
-    assert spin_until(lambda: controller.client.pending and
-                      "Thinking" in controller.dock.status_label.text(), 60)
-    controller.client.kill()   # as the OOM killer would
-    assert spin_until(lambda: controller.current is None, 15)
+    assert spin_until(lambda: controller.current is None, 120)
+    controller.client.progress.disconnect(slot)
     turn = controller.current_turns()[-1]
-    assert turn.status == "failed" and "crashed or was killed" in turn.message
+    assert fired and turn.status == "failed" and "crashed or was killed" in turn.message
     assert set(project.mapLayers()) == layers_before
 
     controller.settings.max_new_tokens = 4

@@ -11,6 +11,13 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    import os
+    import sys
+
     from ..engine.worker import main
 
-    return main(heartbeat_seconds=args.heartbeat)
+    code = main(heartbeat_seconds=args.heartbeat)
+    # Leave at once: tearing down torch/ONNX Runtime thread pools at interpreter exit can take
+    # seconds, and the client is already waiting for this process to end.
+    sys.stderr.flush()
+    os._exit(code)
