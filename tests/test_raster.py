@@ -219,3 +219,17 @@ def test_nodata_matches_in_the_band_precision(tmp_path, dtype, nodata):
     with RasterSource(path) as src:
         _, valid = src.read(0, 0, 16, 16, 16, 16)
     assert not valid[:4].any() and valid[4:].all()
+
+
+@pytest.mark.parametrize("fmt", ["VRT", "COG"])
+def test_vrt_and_cog_read_like_the_geotiff(tmp_path, fmt):
+    tif = make_rgb_scene(tmp_path / "src.tif", size=(1100, 700), seed=8)
+    other = tmp_path / f"copy.{fmt.lower()}"
+    gdal.Translate(str(other), str(tif), format=fmt)
+    with RasterSource(tif, overview_cache_dir=tmp_path / "c1") as a, \
+            RasterSource(other, overview_cache_dir=tmp_path / "c2") as b:
+        if fmt == "COG":
+            assert b.overviews.location == "internal"      # COGs carry their overviews
+        assert (b.width, b.height, b.epsg, b.bands) == (1100, 700, 32617, [1, 2, 3])
+        np.testing.assert_array_equal(a.read(100, 50, 336, 336, 336, 336)[0],
+                                      b.read(100, 50, 336, 336, 336, 336)[0])
