@@ -186,7 +186,7 @@ def test_ask_answers_every_question_with_table_and_heatmap(rs_vqa_provider, tiny
     from qgis.core import QgsRasterLayer
 
     result = run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": "\n".join(QUESTIONS),
-                                "MODEL": str(tiny_bundle), "MODE": 0, "MAX_TOKENS": 3,
+                                "MODEL": str(tiny_bundle), "MODE": "dip", "MAX_TOKENS": 3,
                                 "OUTPUT": str(tmp_path / "answers.gpkg"),
                                 "HEATMAP": str(tmp_path / "heat.gpkg")})
     assert result["ANSWERED"] == 2
@@ -221,7 +221,7 @@ def test_ask_questions_from_jsonl_inside_a_scope_to_csv(rs_vqa_provider, tiny_bu
     result = run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": str(questions),
                                 "SCOPE": f"{scope.xMinimum()},{scope.xMaximum()},{scope.yMinimum()},"
                                          f"{scope.yMaximum()} [EPSG:32617]",
-                                "MODEL": str(tiny_bundle), "MODE": 0, "MAX_TOKENS": 2,
+                                "MODEL": str(tiny_bundle), "MODE": "dip", "MAX_TOKENS": 2,
                                 "OUTPUT": str(tmp_path / "answers.csv"),
                                 "HEATMAP": str(tmp_path / "heat.geojson")})
     rows = list(vector_layer(result["OUTPUT"]).getFeatures())
@@ -260,7 +260,7 @@ def test_ask_batch_over_several_rasters(rs_vqa_provider, tiny_bundle, tmp_path):
                                 geotransform=geotransform)
         result = run(algorithm.create(), {"INPUT": str(raster), "QUESTIONS": QUESTIONS[0],
                                           "SCOPE": str(scope),
-                                          "MODEL": str(tiny_bundle), "MODE": 3, "MAX_TOKENS": 2,
+                                          "MODEL": str(tiny_bundle), "MODE": "thumbnail", "MAX_TOKENS": 2,
                                           "OUTPUT": str(tmp_path / f"a{i}.csv"),
                                           "HEATMAP": str(tmp_path / f"h{i}.gpkg")})
         counts.append(result["ANSWERED"])
@@ -292,7 +292,7 @@ def test_evaluate_scores_per_subset_and_resumes(rs_vqa_provider, tiny_bundle, tm
     earlier = {"question_id": "FAIR_1", "text": "3", "image": "a.tif"}
     answers.write_text(json.dumps(earlier) + "\n")
     parameters = {"QUESTIONS": str(questions), "IMAGES": str(images), "MODEL": str(tiny_bundle),
-                  "MODE": 3, "MAX_TOKENS": 2, "ANSWERS": str(answers),
+                  "MODE": "thumbnail", "MAX_TOKENS": 2, "ANSWERS": str(answers),
                   "OUTPUT": str(tmp_path / "scores.csv")}
 
     first = run("rs_vqa:evaluate", dict(parameters, LIMIT=2))

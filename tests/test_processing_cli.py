@@ -48,7 +48,8 @@ def test_qgis_process_ask(qgis_process_env, tiny_bundle, tmp_path, qgis_app):  #
     raster = make_rgb_scene(tmp_path / "scene.tif", size=(500, 400), epsg=32633)
     done = qgis_process(qgis_process_env, "--json", "run", "rs_vqa:ask", "--",
                         f"INPUT={raster}", "QUESTIONS=How many ships are docked?",
-                        f"MODEL={tiny_bundle}", "MAX_TOKENS=2", f"OUTPUT={tmp_path / 'answers.csv'}",
+                        f"MODEL={tiny_bundle}", "MODE=dip", "MAX_TOKENS=2",
+                        f"OUTPUT={tmp_path / 'answers.csv'}",
                         f"HEATMAP={tmp_path / 'heat.gpkg'}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout)

@@ -10,7 +10,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
                        QgsProcessingParameterString, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
-from .common import (DEVICES, GROUP_ID, GROUP_NAME, MODE_HELP, MODES, alpha_parameter,
+from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, alpha_parameter,
                      check_model_folder, device_parameter, max_tokens_parameter, mode_parameter,
                      model_parameter, n_max_parameter, non_raster_message, optional_number,
                      raster_path)
@@ -159,13 +159,13 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         model_dir = self.parameterAsFile(parameters, "MODEL", context)
         scope = scope_from_parameters(self, parameters, context, layer)
         options_kwargs = dict(
-            mode=MODES[self.parameterAsEnum(parameters, "MODE", context)],
+            mode=self.parameterAsEnumString(parameters, "MODE", context),
             alpha=optional_number(self, parameters, "ALPHA", context),
             n_max=optional_number(self, parameters, "N_MAX", context, integer=True),
             scope=scope,
             max_new_tokens=self.parameterAsInt(parameters, "MAX_TOKENS", context),
         )
-        device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+        device = self.parameterAsEnumString(parameters, "DEVICE", context)
 
         sink, sink_id = self.parameterAsSink(parameters, "OUTPUT", context, answer_fields(),
                                              QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())

@@ -27,7 +27,9 @@ def model_parameter(name: str = "MODEL"):
 
 
 def mode_parameter(name: str = "MODE"):
-    return QgsProcessingParameterEnum(name, "Mode", options=list(MODES), defaultValue=0)
+    # Static strings: MODE=dip on the command line and in saved models, not an index that shifts.
+    return QgsProcessingParameterEnum(name, "Mode", options=list(MODES), defaultValue=MODES[0],
+                                      usesStaticStrings=True)
 
 
 def advanced(parameter):
@@ -54,7 +56,8 @@ def max_tokens_parameter():
 
 
 def device_parameter():
-    return advanced(QgsProcessingParameterEnum("DEVICE", "Device", options=list(DEVICES), defaultValue=0))
+    return advanced(QgsProcessingParameterEnum("DEVICE", "Device", options=list(DEVICES),
+                                               defaultValue=DEVICES[0], usesStaticStrings=True))
 
 
 def optional_number(algorithm, parameters, name, context, integer=False):

@@ -12,7 +12,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
                        QgsProcessingParameterNumber, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
-from .common import (DEVICES, MODE_HELP, MODES, advanced, alpha_parameter, check_model_folder,
+from .common import (MODE_HELP, advanced, alpha_parameter, check_model_folder,
                      device_parameter, max_tokens_parameter, mode_parameter, model_parameter,
                      n_max_parameter, optional_number)
 from .feedback_bridge import FeedbackBridge
@@ -164,8 +164,8 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         questions_path, images, limit = self._inputs(parameters, context)
         answers_path = Path(self.parameterAsFileOutput(parameters, "ANSWERS", context))
         model_dir = self.parameterAsFile(parameters, "MODEL", context)
-        mode = MODES[self.parameterAsEnum(parameters, "MODE", context)]
-        device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+        mode = self.parameterAsEnumString(parameters, "MODE", context)
+        device = self.parameterAsEnumString(parameters, "DEVICE", context)
         alpha = optional_number(self, parameters, "ALPHA", context)
         n_max = optional_number(self, parameters, "N_MAX", context, integer=True)
         max_tokens = self.parameterAsInt(parameters, "MAX_TOKENS", context)
