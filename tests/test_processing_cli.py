@@ -63,11 +63,16 @@ def test_qgis_process_ask(qgis_process_env, tiny_bundle, tmp_path, qgis_app):  #
     assert heat.featureCount() > 0
 
 
-def test_qgis_process_rejects_a_missing_model(qgis_process_env, tmp_path):
+def test_qgis_process_without_the_ml_runtime_says_how_to_set_it_up(qgis_process_env, tiny_bundle,
+                                                                     tmp_path):
+    # What the QGIS desktop's own Python looks like: Debian's packages, no torch / onnxruntime.
+    env = {k: v for k, v in qgis_process_env.items() if k != "PYTHONPATH"}
     raster = make_rgb_scene(tmp_path / "scene.tif", size=64)
-    done = qgis_process(qgis_process_env, "run", "rs_vqa:ask", "--", f"INPUT={raster}",
-                        "QUESTIONS=How many ships?", f"MODEL={tmp_path / 'missing-model'}",
+    done = qgis_process(env, "run", "rs_vqa:ask", "--", f"INPUT={raster}",
+                        "QUESTIONS=How many ships?", f"MODEL={tiny_bundle}",
                         f"OUTPUT={tmp_path / 'a.csv'}")
+    output = done.stdout + done.stderr
     assert done.returncode != 0
-    assert "missing-model does not exist" in done.stdout + done.stderr
+    assert "cannot import onnxruntime, torch, transformers" in output, output[-3000:]
+    assert "./build.sh setup" in output and "PYTHONPATH=" in output
     assert not (tmp_path / "a.csv").exists()
