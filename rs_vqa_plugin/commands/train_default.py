@@ -1,0 +1,44 @@
+"""`train-default OUT_DIR`: train the bundled default model on the synthetic train split (CPU)."""
+
+from __future__ import annotations
+
+HELP = ("train the default model (small LLaVA + distilled RFM) on synthetic scenes; resumable; "
+        "the bundle lands in OUT_DIR/bundle")
+
+
+def add_arguments(parser):
+    parser.add_argument("out_dir", help="working folder: data, caches, checkpoints, log, bundle")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="training time budget in minutes (recipe default: 60); on --resume, "
+                             "the total budget of the run")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run saved in OUT_DIR (same recipe, same batches)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data, weights and batches (0)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a few-step recipe on tiny scenes (a check that everything runs)")
+    parser.add_argument("--copy-to", default=None,
+                        help="also copy the finished bundle to this folder (e.g. models/default)")
+
+
+def run(args) -> int:
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from ..modeling.train_default.recipe import tiny_recipe
+    from ..modeling.train_default.run import train_default
+
+    recipe = tiny_recipe(args.seed) if args.tiny and not args.resume else None
+    bundle = train_default(args.out_dir, budget_minutes=args.budget_minutes, resume=args.resume,
+                           seed=args.seed, recipe=recipe, threads=args.threads)
+    if args.copy_to:
+        target = Path(args.copy_to)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(bundle, target)
+        bundle = target
+    print(f"default model bundle written to {bundle}", file=sys.stderr)
+    print(bundle)
+    return 0

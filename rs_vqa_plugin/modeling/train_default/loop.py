@@ -1,0 +1,195 @@
+"""The training loop: seeded batches, stages by step, time budget fixed into a step count once,
+checkpoints (last + best on val), resume, and a JSON-lines loss log."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .dataset import KINDS
+
+# Steps timed before the time budget is turned into a fixed step count (learning-rate warm-up
+# only depends on the step, so these steps are the same whatever the count becomes).
+TIMING_STEPS = 15
+
+
+def _kind_pools(cache) -> dict:
+    pools = {"level1": np.flatnonzero(cache.kind == KINDS["level1"]),
+             "zoom": np.flatnonzero(cache.kind != KINDS["level1"])}
+    return {k: v for k, v in pools.items() if v.size}
+
+
+def batch_indices(cache, pools: dict, views, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """The samples of one step: a function of (seed, step) only, so a resumed run draws the same."""
+    rng = np.random.default_rng([int(seed), 7919, int(step)])
+    kinds = [k for k in views if k in pools] or list(pools)
+    choice = rng.integers(0, len(kinds), size=batch_size)
+    return np.array([int(rng.choice(pools[kinds[c]])) for c in choice])
+
+
+def stage_at(recipe, step: int, total: int):
+    edge = 0.0
+    for stage in recipe.stages:
+        edge += stage.fraction
+        if step < edge * total:
+            return stage
+    return recipe.stages[-1]
+
+
+def learning_rate(recipe, stage, step: int, total: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, recipe.warmup_steps))
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total))))
+    return stage.lr * warm * (0.1 + 0.9 * cosine)
+
+
+class Trainer:
+    def __init__(self, model, recipe, train_cache, val_cache, prompt_text, out_dir: Path,
+                 log=print):
+        self.model, self.recipe = model, recipe
+        self.train_cache, self.val_cache = train_cache, val_cache
+        self.text = prompt_text
+        self.out = Path(out_dir)
+        self.ckpt = self.out / "checkpoints"
+        self.ckpt.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=recipe.stages[0].lr,
+                                           weight_decay=recipe.weight_decay)
+        self.step = 0
+        self.total: Optional[int] = recipe.max_steps or None
+        self.seconds = 0.0              # training seconds, summed over resumed runs
+        self.best = -1.0
+        self.pools = _kind_pools(train_cache)
+
+    # ------------------------------------------------------------ checkpoints
+    def save(self, name: str) -> Path:
+        path = self.ckpt / name
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "step": self.step, "total": self.total, "seconds": self.seconds,
+                    "best": self.best}, tmp)
+        tmp.replace(path)
+        return path
+
+    def resume(self) -> bool:
+        path = self.ckpt / "last.pt"
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.total = int(state["step"]), state["total"]
+        self.seconds, self.best = float(state["seconds"]), float(state["best"])
+        self.log({"event": "resumed", "step": self.step, "total": self.total})
+        return True
+
+    # ------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Answer exact match (teacher-forced argmax over the whole answer) and RFM box hits on
+        the val views; the selection score is the answer exact match."""
+        from .model import collate
+
+        cache = self.val_cache
+        self.model.eval()
+        n = min(len(cache), self.recipe.val_questions * 3)
+        idx = np.linspace(0, len(cache) - 1, n).astype(int) if n else np.zeros(0, int)
+        hits = {k: [] for k in KINDS}
+        box_hits = []
+        names = {v: k for k, v in KINDS.items()}
+        for start in range(0, len(idx), self.recipe.batch_size):
+            batch = collate(cache, idx[start:start + self.recipe.batch_size], self.text)
+            embeds = self.model.embed_batch(batch)
+            out = self.model.lm(inputs_embeds=embeds, attention_mask=batch["attention_mask"])
+            pred = self.model.head(out.last_hidden_state[:, :-1]).argmax(-1)
+            labels = batch["labels"][:, 1:]
+            for b in range(len(batch["kind"])):
+                where = labels[b] != -100
+                hits[names[batch["kind"][b]]].append(bool((pred[b][where] == labels[b][where]).all()))
+                box = batch["box"][b]
+                if bool(box.any()):
+                    q = int(batch["query"][b])
+                    scores = self.model.rfm.scores(embeds[b, :q + 1], batch["hr"][b, :q + 1],
+                                                   torch.tensor(q))
+                    hr_scores = scores[batch["hr"][b, :q + 1]]
+                    k = max(1, int(math.ceil(self.recipe.alpha * hr_scores.numel())))
+                    top = torch.topk(hr_scores, k).indices
+                    box_hits.append(bool(box[:q + 1][batch["hr"][b, :q + 1]][top].any()))
+        self.model.train()
+        result = {f"em_{k}": (float(np.mean(v)) if v else None) for k, v in hits.items()}
+        every = [x for v in hits.values() for x in v]
+        result["em"] = float(np.mean(every)) if every else 0.0
+        result["rfm_box_hit"] = float(np.mean(box_hits)) if box_hits else None
+        return result
+
+    # ------------------------------------------------------------ loop
+    def run(self, budget_seconds: float, events=None, cancel=None) -> dict:
+        from .model import collate
+
+        r = self.recipe
+        torch.manual_seed(r.seed + self.step)
+        self.model.train()
+        started = time.perf_counter()
+        last_ckpt = last_val = started
+        timing_start, timing_steps = None, 0
+        while self.total is None or self.step < self.total:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            step_start = time.perf_counter()
+            stage = stage_at(r, self.step, self.total or 10 ** 9)
+            lr = learning_rate(r, stage, self.step, self.total or 10 ** 9)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            batch = collate(self.train_cache, batch_indices(self.train_cache, self.pools,
+                                                            stage.views, r.batch_size, r.seed,
+                                                            self.step), self.text)
+            parts = self.model(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            now = time.perf_counter()
+            self.seconds += now - step_start
+            if self.total is None:
+                # Turn the time budget into a fixed step count once the speed is known, so the
+                # schedule (and a resumed run) does not depend on later timing noise.
+                if self.step > 2 and timing_start is None:
+                    timing_start, timing_steps = now, self.step
+                if timing_start is not None and self.step - timing_steps >= TIMING_STEPS:
+                    per_step = (now - timing_start) / (self.step - timing_steps)
+                    left = budget_seconds - (now - started)
+                    self.total = max(self.step + 1, self.step + int(left / per_step))
+                    self.log({"event": "schedule", "seconds_per_step": round(per_step, 3),
+                              "total_steps": self.total})
+            if budget_seconds > 0 and now - started > 1.25 * budget_seconds:
+                # A much slower machine than the timed steps promised: stop rather than overrun.
+                self.log({"event": "budget-exceeded", "step": self.step, "total": self.total})
+                self.total = self.step
+            if self.step % r.log_every == 0 or self.step == 1:
+                self.log({"step": self.step, "total": self.total, "stage": stage.name,
+                          "lr": round(lr, 6), **{k: round(float(v), 4) for k, v in parts.items()},
+                          "seconds": round(self.seconds, 1)})
+            if now - last_ckpt >= r.checkpoint_minutes * 60:
+                self.save("last.pt")
+                last_ckpt = now
+            if r.val_every_minutes > 0 and now - last_val >= r.val_every_minutes * 60:
+                self._validate_and_keep()
+                last_val = time.perf_counter()
+        self.save("last.pt")
+        return self._validate_and_keep()
+
+    def _validate_and_keep(self) -> dict:
+        result = self.validate()
+        result.update({"event": "val", "step": self.step})
+        self.log(result)
+        if result["em"] >= self.best:
+            self.best = result["em"]
+            self.save("best.pt")
+        return result

@@ -1,0 +1,184 @@
+"""The default model for training: a transformers LLaVA (CLIP tower + projector + Qwen2) built from
+the recipe, plus its RFM copied from the chosen LLM layers, and the joint loss of one batch.
+
+Vision runs through export_vision.VisionGraph, the very module the converter exports, so the
+trained tower, projector and 2x2 pooling are what vision.onnx computes."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..distill_loss import DistillLossSettings, distill_loss
+from ..export_vision import VisionGraph, vision_spec
+from ..llava_parts import CLIP_MEAN, CLIP_STD
+from ..rfm_torch import RegionFocusTorch
+
+IGNORE = -100
+
+
+def build_llava(recipe, tokenizer):
+    """LlavaForConditionalGeneration with random weights from the recipe's sizes and seed."""
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config
+
+    torch.manual_seed(recipe.seed)
+    vision = CLIPVisionConfig(hidden_size=recipe.vision_hidden,
+                              intermediate_size=recipe.vision_hidden * 4,
+                              num_hidden_layers=recipe.vision_layers,
+                              num_attention_heads=recipe.vision_heads, image_size=recipe.tile_size,
+                              patch_size=recipe.patch_size, projection_dim=recipe.vision_hidden)
+    text = Qwen2Config(vocab_size=len(tokenizer), hidden_size=recipe.text_hidden,
+                       intermediate_size=recipe.text_intermediate,
+                       num_hidden_layers=recipe.text_layers, num_attention_heads=recipe.text_heads,
+                       num_key_value_heads=recipe.text_kv_heads,
+                       max_position_embeddings=recipe.max_positions, tie_word_embeddings=False,
+                       eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                       pad_token_id=tokenizer.pad_token_id)
+    # Feature layer -1: a tower trained from scratch has no contrastive last layer to skip.
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                         vision_feature_layer=-1, vision_feature_select_strategy="default",
+                         projector_hidden_act="gelu", image_seq_length=recipe.patch_grid ** 2,
+                         tie_word_embeddings=False)
+    model = LlavaForConditionalGeneration(config)
+    # Eager attention: the teacher's attention rows are needed for distillation.
+    model.set_attn_implementation("eager")
+    return model
+
+
+class DefaultModel(nn.Module):
+    """LLaVA + RFM trained jointly: LM loss on answer tokens + the paper's distillation loss +
+    box grounding of the teacher's and the RFM's query attention (our addition, see recipe)."""
+
+    def __init__(self, llava, recipe, rfm: RegionFocusTorch = None):
+        super().__init__()
+        self.llava = llava
+        self.recipe = recipe
+        inner = llava.model
+        self.spec = vision_spec(llava.config, recipe.text_hidden)
+        self.vision = VisionGraph(inner.vision_tower, inner.multi_modal_projector, self.spec)
+        self.lm = inner.language_model
+        self.head = llava.lm_head
+        self.rfm = rfm if rfm is not None else RegionFocusTorch.from_llm(
+            _CausalView(self.lm, llava.config.text_config), recipe.rfm_layers)
+        self.rfm.train()
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.settings = DistillLossSettings()
+
+    def encode(self, images: torch.Tensor):
+        """uint8 [N, B, B, 3] -> (tokens [N, G*G, D], pooled [N, g*g, D]) as vision.onnx."""
+        x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        return self.vision(x)
+
+    def embed_batch(self, batch: dict) -> torch.Tensor:
+        tokens, pooled = self.encode(batch["images"])
+        d = tokens.shape[-1]
+        tables = []
+        for thumb, tiles in zip(batch["thumb"], batch["tiles"]):
+            tables.append(torch.cat([tokens[thumb], pooled[tiles].reshape(-1, d)], dim=0))
+        offsets = torch.tensor([0] + [t.shape[0] for t in tables[:-1]]).cumsum(0)
+        table = torch.cat(tables, dim=0)
+        codes = batch["codes"]                                   # [Bt, L] (answer ids as text)
+        is_vision = codes >= 0
+        ids = torch.where(is_vision, torch.full_like(codes, batch["pad_id"]), -1 - codes)
+        ids = torch.where(batch["attention_mask"].bool(), ids, torch.full_like(ids, batch["pad_id"]))
+        text = self.lm.embed_tokens(ids)
+        index = (codes + offsets[:, None]).clamp(min=0)
+        vision = table[index.clamp(max=table.shape[0] - 1)]
+        return torch.where(is_vision[..., None], vision, text)
+
+    def forward(self, batch: dict) -> Dict[str, torch.Tensor]:
+        r = self.recipe
+        embeds = self.embed_batch(batch)
+        out = self.lm(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                      output_attentions=True)
+        hidden = out.last_hidden_state
+        labels = batch["labels"]
+        where = labels[:, 1:] != IGNORE
+        logits = self.head(hidden[:, :-1][where])
+        lm_loss = F.cross_entropy(logits.float(), labels[:, 1:][where])
+        with torch.no_grad():
+            correct = (logits.argmax(-1) == labels[:, 1:][where]).float().mean()
+        parts = {"lm": lm_loss, "token_acc": correct}
+        attentions = out.attentions
+        layers = [int(l) for l in r.rfm_layers]
+        distill_terms, ground_terms, rfm_box_terms = [], [], []
+        for b in range(embeds.shape[0]):
+            q = int(batch["query"][b])
+            hr = batch["hr"][b, :q + 1]
+            box = batch["box"][b, :q + 1]
+            teacher = torch.stack([attentions[l][b, :, q, :q + 1] for l in layers])   # [P, H, L]
+            rows = self.rfm.forward_attention_rows(embeds[b, :q + 1].detach(), q)
+            student = torch.stack([rows[l] for l in layers])
+            if bool(hr.any()):
+                total, _ = distill_loss(teacher.detach(), student, hr, self.settings)
+                distill_terms.append(total)
+            if bool(box.any()):
+                # Teacher grounding: the deepest paired LLM layer's query row, head mean.
+                probs = teacher[-1].mean(0)
+                mass = probs[box].sum() / probs[hr].sum().clamp_min(1e-9)
+                ground_terms.append(-torch.log(mass.clamp_min(1e-6)))
+                # The RFM's own score (what rfm.onnx returns): per-head softmax over HR, head mean.
+                logit_hr = student[-1][:, hr]
+                score = torch.softmax(logit_hr.float(), dim=-1).mean(0)
+                rfm_box_terms.append(-torch.log(score[box[hr]].sum().clamp_min(1e-6)))
+        zero = lm_loss.new_zeros(())
+        parts["distill"] = torch.stack(distill_terms).mean() if distill_terms else zero
+        parts["ground"] = torch.stack(ground_terms).mean() if ground_terms else zero
+        parts["rfm_box"] = torch.stack(rfm_box_terms).mean() if rfm_box_terms else zero
+        parts["loss"] = (lm_loss + r.lambda_distill * parts["distill"]
+                         + r.lambda_ground * parts["ground"] + r.lambda_rfm_box * parts["rfm_box"])
+        return parts
+
+
+class _CausalView(nn.Module):
+    """What RegionFocusTorch.from_llm reads: `.model` (the decoder) and `.config`."""
+
+    def __init__(self, base, config):
+        super().__init__()
+        self.model = base
+        self.config = config
+
+
+def collate(cache, indices, prompt_text) -> dict:
+    """A padded batch of cached views: the images they use, codes (+ answer ids), labels, masks."""
+    samples = [cache.sample(int(i)) for i in indices]
+    image_ids: List[int] = []
+    position: Dict[int, int] = {}
+
+    def local(i: int) -> int:
+        if i not in position:
+            position[i] = len(image_ids)
+            image_ids.append(i)
+        return position[i]
+
+    thumbs, tiles = [], []
+    for s in samples:
+        thumbs.append(local(s["thumb"]))
+        tiles.append(torch.tensor([local(int(t)) for t in s["tiles"]], dtype=torch.long))
+    length = max(len(s["codes"]) + len(s["answer"]) for s in samples)
+    n = len(samples)
+    codes = torch.full((n, length), -1 - prompt_text.pad_id, dtype=torch.long)
+    labels = torch.full((n, length), IGNORE, dtype=torch.long)
+    mask = torch.zeros((n, length), dtype=torch.long)
+    hr = torch.zeros((n, length), dtype=torch.bool)
+    box = torch.zeros((n, length), dtype=torch.bool)
+    query = torch.zeros(n, dtype=torch.long)
+    for b, s in enumerate(samples):
+        p, a = len(s["codes"]), len(s["answer"])
+        codes[b, :p] = torch.from_numpy(s["codes"].astype(np.int64))
+        codes[b, p:p + a] = -1 - torch.from_numpy(s["answer"].astype(np.int64))
+        labels[b, p:p + a] = torch.from_numpy(s["answer"].astype(np.int64))
+        mask[b, :p + a] = 1
+        hr[b, :p] = torch.from_numpy(s["hr"])
+        box[b, :p] = torch.from_numpy(s["box"])
+        query[b] = p - 1
+    images = torch.from_numpy(np.ascontiguousarray(cache.images[image_ids]))
+    return {"images": images, "thumb": thumbs, "tiles": tiles, "codes": codes, "labels": labels,
+            "attention_mask": mask, "hr": hr, "box": box, "query": query,
+            "pad_id": prompt_text.pad_id, "kind": [s["kind"] for s in samples]}

@@ -1,0 +1,104 @@
+"""The default model's recipe: sizes, data, losses and training stages, in one JSON-able dataclass.
+
+The recipe is written beside the checkpoints (recipe.json) so that a resumed run continues with
+exactly the settings it started with, and into the bundle's provenance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import List
+
+
+@dataclass
+class Stage:
+    name: str
+    fraction: float          # share of the time budget (or of max_steps)
+    lr: float
+    views: List[str]         # view kinds drawn in this stage (see views.py)
+
+
+@dataclass
+class Recipe:
+    seed: int = 0
+    # ---- model (the manifest carries these sizes)
+    tile_size: int = 64
+    patch_size: int = 8
+    vision_hidden: int = 96
+    vision_layers: int = 3
+    vision_heads: int = 4
+    text_hidden: int = 128
+    text_layers: int = 4
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate: int = 384
+    vocab_size: int = 700
+    max_positions: int = 16384
+    rfm_layers: List[int] = field(default_factory=lambda: [1, 3])
+    alpha: float = 0.25
+    n_max: int = 24
+    # ---- data (train split only; val for selection)
+    train_scenes: int = 40
+    val_scenes: int = 6
+    scene_sizes: List[int] = field(default_factory=lambda: [2048, 3072])
+    questions_per_scene: int = 40
+    zoom_views: int = 3      # zoom views per question (besides the paper's level-1 view)
+    max_view_tiles: int = 9
+    # ---- optimisation
+    batch_size: int = 12
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    budget_minutes: float = 60.0
+    max_steps: int = 0       # > 0: stop after this many steps whatever the budget (tests)
+    checkpoint_minutes: float = 5.0
+    log_every: int = 10
+    val_every_minutes: float = 10.0
+    val_questions: int = 200
+    # ---- losses: LM on answer tokens + the paper's RFM distillation + box grounding (ours)
+    lambda_distill: float = 1.0
+    lambda_ground: float = 0.5      # teacher (LLM) query attention onto the asked object's tokens
+    lambda_rfm_box: float = 0.5     # the RFM score mass on the asked object's tokens
+    stages: List[Stage] = field(default_factory=lambda: [
+        Stage("warm-up on zoomed views", 0.2, 1.5e-3, ["zoom"]),
+        Stage("joint: level 1 + zoomed views", 0.8, 1e-3, ["level1", "zoom", "zoom"]),
+    ])
+
+    @property
+    def patch_grid(self) -> int:
+        return self.tile_size // self.patch_size
+
+    @property
+    def pooled_grid(self) -> int:
+        return -(-self.patch_grid // 2)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "stages" in values:
+            values["stages"] = [Stage(**s) for s in values["stages"]]
+        return cls(**values)
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Recipe":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def tiny_recipe(seed: int = 0) -> Recipe:
+    """A few-second recipe for tests: two small scenes, a handful of steps."""
+    return Recipe(seed=seed, vision_hidden=32, vision_layers=2, vision_heads=2, text_hidden=64,
+                  text_layers=4, text_heads=4, text_kv_heads=2, text_intermediate=128,
+                  vocab_size=500, rfm_layers=[1, 3], train_scenes=1, val_scenes=1,
+                  scene_sizes=[768], questions_per_scene=6, zoom_views=1, batch_size=4,
+                  warmup_steps=2, max_steps=4, budget_minutes=1.0, checkpoint_minutes=0.0,
+                  log_every=1, val_questions=6)

@@ -1,0 +1,164 @@
+"""train-default end to end, in resumable stages: data -> tokenizer -> view caches -> training ->
+export. Each stage leaves its output in OUT_DIR and is skipped when that output is there."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from ...engine.errors import InputError
+from .recipe import Recipe
+
+VAL_KINDS = ("level1", "zoom", "zoom")
+
+
+class RunLog:
+    """JSON lines in OUT_DIR/train.log, a short line on stderr."""
+
+    def __init__(self, path: Path, echo=True):
+        self.path, self.echo = path, echo
+
+    def __call__(self, record: dict) -> None:
+        record = {"time": time.strftime("%H:%M:%S"), **record}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.echo:
+            print("train-default: " + " ".join(f"{k}={v}" for k, v in record.items()),
+                  file=sys.stderr, flush=True)
+
+
+def _summary_path(out: Path) -> Path:
+    return out / "summary.json"
+
+
+def _update_summary(out: Path, **values) -> dict:
+    path = _summary_path(out)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update(values)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def prepare_recipe(out: Path, resume: bool, recipe: Optional[Recipe], seed: int,
+                   budget_minutes: Optional[float]) -> Recipe:
+    saved = out / "recipe.json"
+    if resume:
+        if not saved.is_file():
+            raise InputError(f"--resume: {saved} does not exist; start the run without --resume.")
+        return Recipe.load(saved)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} is not empty: pass --resume to continue the run saved there, or "
+                         "choose a new folder.")
+    recipe = recipe or Recipe(seed=seed)
+    if budget_minutes is not None:
+        recipe.budget_minutes = float(budget_minutes)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe.save(saved)
+    return recipe
+
+
+def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool = False,
+                  seed: int = 0, recipe: Optional[Recipe] = None, threads: int = 0,
+                  echo: bool = True, cancel=None) -> Path:
+    """Run (or continue) every stage; returns the bundle folder OUT_DIR/bundle."""
+    import numpy as np
+    import torch
+
+    from ..quiet import quiet_model_libraries
+    from .data_source import make_split
+    from .dataset import ViewCache, build_view_cache
+    from .export import export_bundle
+    from .loop import Trainer
+    from .model import DefaultModel, build_llava
+    from .text import PromptText
+
+    quiet_model_libraries()
+    out = Path(out_dir).expanduser().resolve()
+    recipe = prepare_recipe(out, resume, recipe, seed, budget_minutes)
+    if resume and budget_minutes is not None:
+        recipe.budget_minutes = float(budget_minutes)
+    if threads:
+        torch.set_num_threads(int(threads))
+    log = RunLog(out / "train.log", echo)
+    log({"event": "start", "resume": resume, "seed": recipe.seed,
+         "budget_minutes": recipe.budget_minutes, "threads": torch.get_num_threads()})
+
+    # 1. scenes and questions (train and val splits only; test is never touched here)
+    t0 = time.perf_counter()
+    splits = {}
+    for split, count in (("train", recipe.train_scenes), ("val", recipe.val_scenes)):
+        splits[split] = make_split(split, count, recipe.scene_sizes, recipe.questions_per_scene,
+                                   out / "data" / split, log=log, cancel=cancel)
+    data_seconds = time.perf_counter() - t0
+
+    # 2. tokenizer, trained on the training questions and answers only
+    tok_dir = out / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+    else:
+        from .vocab import train_tokenizer
+        texts = [q["text"] for _, qs in splits["train"] for q in qs]
+        texts += [q["ground_truth"] for _, qs in splits["train"] for q in qs]
+        tokenizer = train_tokenizer(texts, recipe.vocab_size)
+        tokenizer.save_pretrained(tok_dir)
+        log({"event": "tokenizer", "vocab": len(tokenizer)})
+    text = PromptText(tokenizer)
+
+    # 3. view caches
+    t0 = time.perf_counter()
+    caches = {}
+    for split, kinds in (("train", None), ("val", VAL_KINDS)):
+        path = out / "cache" / f"{split}.npz"
+        if path.is_file():
+            caches[split] = ViewCache.load(path)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kinds = kinds or tuple(["level1"] + ["zoom"] * recipe.zoom_views)
+        cache = build_view_cache(splits[split], recipe, text, kinds,
+                                 seed=recipe.seed + (0 if split == "train" else 10 ** 6),
+                                 cancel=cancel)
+        cache.save(path)
+        caches[split] = cache
+        log({"event": "views", "split": split, "samples": len(cache),
+             "images": int(cache.images.shape[0]),
+             "questions": len(cache.meta["questions"])})
+    cache_seconds = time.perf_counter() - t0
+
+    # 4. training
+    torch.manual_seed(recipe.seed)
+    np.random.seed(recipe.seed)
+    model = DefaultModel(build_llava(recipe, tokenizer), recipe)
+    trainer = Trainer(model, recipe, caches["train"], caches["val"], text, out, log=log)
+    trainer.resume()
+    done_marker = out / "checkpoints" / "done.json"
+    if not done_marker.is_file():
+        budget = max(0.0, recipe.budget_minutes * 60 - trainer.seconds)
+        result = trainer.run(budget, cancel=cancel)
+        done_marker.write_text(json.dumps(result) + "\n")
+    val = json.loads(done_marker.read_text())
+
+    # 5. export the best checkpoint on val
+    best = out / "checkpoints" / "best.pt"
+    state = torch.load(best if best.is_file() else out / "checkpoints" / "last.pt",
+                       map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    summary = _update_summary(
+        out, recipe=recipe.to_dict(), steps=int(state["step"]), total_steps=trainer.total,
+        train_seconds=round(trainer.seconds, 1), data_seconds=round(data_seconds, 1),
+        cache_seconds=round(cache_seconds, 1), val_at_export=val, best_val_em=state["best"],
+        train_questions=len(caches["train"].meta["questions"]), train_views=len(caches["train"]),
+        val_questions=len(caches["val"].meta["questions"]),
+        train_images=caches["train"].meta["images"], val_images=caches["val"].meta["images"])
+    provenance = {"source": "train-default", "seed": recipe.seed, "steps": summary["steps"],
+                  "train_seconds": summary["train_seconds"],
+                  "data": f"{len(splits['train'])} synthetic train-split scenes, "
+                          f"{summary['train_questions']} questions; selected on "
+                          f"{summary['val_questions']} val questions",
+                  "recipe": recipe.to_dict()}
+    bundle = export_bundle(model, tokenizer, recipe, out / "bundle", provenance)
+    log({"event": "exported", "bundle": str(bundle)})
+    return bundle
