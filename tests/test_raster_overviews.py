@@ -145,3 +145,22 @@ def test_read_only_folder_falls_back_to_the_cache():
     finally:
         os.chmod(base / "readonly", 0o755)
         shutil.rmtree(base)
+
+
+def test_raster_inside_a_zip_gets_cached_overviews(tmp_path):
+    import zipfile
+
+    path = _scene(tmp_path / "in")
+    archive = tmp_path / "scene.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(path, "scene.tif")
+    virtual = f"/vsizip/{archive}/scene.tif"
+    state = build_overviews(virtual, cache_dir=tmp_path / "cache")
+    assert state.location == "cache" and state.built
+    assert build_overviews(virtual, cache_dir=tmp_path / "cache").built is False
+    from rs_vqa_plugin.engine.raster import RasterSource
+
+    with RasterSource(virtual, overview_cache_dir=tmp_path / "cache") as src:
+        assert src.overviews.read_path == state.read_path
+        rgb, valid = src.read(0, 0, 2100, 2100, 300, 300)
+    assert valid.all() and rgb.std() > 10

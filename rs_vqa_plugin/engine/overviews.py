@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from osgeo import gdal
 
@@ -33,8 +33,8 @@ NO_OVERVIEWS_BELOW = 1024
 class OverviewState:
     """Where a raster's overviews are and which path to open to read through them."""
 
-    source: Path                 # the user's raster
-    read_path: Path              # what to open for reads (the source, or the cache VRT)
+    source: Union[Path, str]     # the user's raster (a str for GDAL /vsi... names)
+    read_path: Union[Path, str]  # what to open for reads (the source, or the cache VRT)
     location: str                # internal | external | cache | none
     factors: List[int] = field(default_factory=list)
     ovr_path: Optional[Path] = None
@@ -75,27 +75,46 @@ def overview_factors(ds) -> List[int]:
     return sorted(set(out))
 
 
-def _external_ovr(path: Path) -> Optional[Path]:
-    for candidate in (Path(str(path) + ".ovr"), path.with_suffix(".ovr")):
+def _is_virtual(name: str) -> bool:
+    """GDAL virtual file systems (/vsizip/, /vsicurl/, ...): no folder to write beside."""
+    return name.startswith("/vsi")
+
+
+def _source(path) -> Union[Path, str]:
+    # pathlib folds the '//' of '/vsizip//abs/path', which GDAL needs: keep those as strings.
+    name = os.fspath(path)
+    return name if _is_virtual(name) else Path(name)
+
+
+def _external_ovr(source) -> Optional[Path]:
+    if isinstance(source, str):
+        return None
+    for candidate in (Path(str(source) + ".ovr"), source.with_suffix(".ovr")):
         if candidate.is_file():
             return candidate
     return None
 
 
-def cache_key(path: Path) -> str:
+def cache_key(path) -> str:
     """Stable name for a cached overview: changes when the file is replaced or modified."""
-    st = path.stat()
-    digest = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    return f"{path.stem[:40]}-{digest}"
+    source = _source(path)
+    if isinstance(source, str):
+        st = gdal.VSIStatL(source)
+        size, mtime, name = (st.size, st.mtime, source) if st else (0, 0, source)
+    else:
+        st = source.stat()
+        size, mtime, name = st.st_size, st.st_mtime_ns, str(source.resolve())
+    digest = hashlib.sha1(f"{name}|{size}|{mtime}".encode()).hexdigest()[:16]
+    return f"{Path(str(source)).stem[:40]}-{digest}"
 
 
-def cached_vrt(path: Path, cache_dir: Optional[Path] = None) -> Path:
+def cached_vrt(path, cache_dir: Optional[Path] = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"{cache_key(path)}.vrt"
 
 
 def inspect_overviews(path, cache_dir=None) -> OverviewState:
     """What exists now, without building anything."""
-    path = Path(path)
+    path = _source(path)
     ds = gdal.Open(str(path), gdal.GA_ReadOnly)
     width, height = ds.RasterXSize, ds.RasterYSize
     factors = overview_factors(ds)
@@ -146,18 +165,19 @@ class _ConfigOptions:
             gdal.SetConfigOption(key, value)
 
 
-def _build_for_vrt(source: Path, vrt: Path, final_ovr: Path, factors: List[int],
+def _build_for_vrt(source, vrt: Path, final_ovr: Path, factors: List[int],
                    events, cancel) -> None:
     """Write a VRT of `source` at `vrt`, build its .ovr, move it to `final_ovr` when complete."""
     tmp_ovr = Path(str(vrt) + ".ovr")
     try:
         # An absolute source path: the cache VRT must not depend on where it lives.
-        gdal.Translate(str(vrt), str(source.resolve()), format="VRT")
+        gdal.Translate(str(vrt), source if isinstance(source, str) else str(source.resolve()), format="VRT")
         ds = gdal.Open(str(vrt), gdal.GA_ReadOnly)  # read-only: GDAL writes an external .ovr
         with _ConfigOptions(COMPRESS_OVERVIEW="DEFLATE", BIGTIFF_OVERVIEW="IF_SAFER",
                             GDAL_NUM_THREADS="ALL_CPUS"):
             try:
-                ds.BuildOverviews("AVERAGE", factors, callback=_gdal_progress(events, cancel, source.name))
+                label = os.path.basename(str(source))
+                ds.BuildOverviews("AVERAGE", factors, callback=_gdal_progress(events, cancel, label))
             except RuntimeError as exc:
                 if cancel is not None and cancel.cancelled:
                     raise Cancelled("Overview building cancelled; nothing was written.") from None
@@ -191,18 +211,21 @@ def build_overviews(path, cache_dir=None, use_cache: bool = False, events: Optio
     raster already has partial overviews that GDAL would not extend without rewriting it) in the
     cache folder. Existing complete overviews are reused as they are.
     """
-    path = Path(path)
+    path = _source(path)
+    virtual = isinstance(path, str)
+    label = os.path.basename(str(path))
     state = inspect_overviews(path, cache_dir)
     if state.location in ("internal", "external", "cache") or state.note:
         return state
     ds = gdal.Open(str(path), gdal.GA_ReadOnly)
     factors = needed_factors(ds.RasterXSize, ds.RasterYSize)
     ds = None
-    folder = path.resolve().parent
-    beside = not use_cache and state.location == "none" and _probe_writable(folder)
+    beside = (not use_cache and state.location == "none" and not virtual
+              and _probe_writable(path.resolve().parent))
     note = ""
     if beside:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".rs-vqa.vrt", dir=folder)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".rs-vqa.vrt",
+                                        dir=path.resolve().parent)
         os.close(fd)
         tmp_vrt = Path(tmp_name)
         final_ovr = Path(str(path) + ".ovr")
@@ -233,7 +256,7 @@ def build_overviews(path, cache_dir=None, use_cache: bool = False, events: Optio
             tmp_vrt.unlink(missing_ok=True)
         read_path, location, ovr = vrt, "cache", Path(str(vrt) + ".ovr")
         if not use_cache:
-            note = (f"the folder of {path.name} is not writable or already holds partial overviews: "
+            note = (f"the folder of {label} is not writable (or is virtual) or already holds partial overviews: "
                     f"overviews were built in the cache {cache}")
-    emit(events, progress_event("overviews", 1.0, f"overviews of {path.name} ready ({location})"))
+    emit(events, progress_event("overviews", 1.0, f"overviews of {label} ready ({location})"))
     return OverviewState(path, read_path, location, factors, ovr, built=True, note=note)

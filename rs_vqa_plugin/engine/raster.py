@@ -6,6 +6,7 @@ asks for source windows at a level's scale and never for the full-resolution ima
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -159,9 +160,9 @@ class RasterSource:
         ds = None
         if build_overviews:
             self.overviews: OverviewState = _build_overviews(
-                self.path, overview_cache_dir, use_cache=use_cache, events=events, cancel=cancel)
+                path, overview_cache_dir, use_cache=use_cache, events=events, cancel=cancel)
         else:
-            self.overviews = inspect_overviews(self.path, overview_cache_dir)
+            self.overviews = inspect_overviews(path, overview_cache_dir)
         # Reads go through the cache VRT when overviews live there; both are opened read-only.
         self._ds = gdal.Open(str(self.overviews.read_path), gdal.GA_ReadOnly)
         self._read_bands = sorted(set(self.bands))
@@ -289,7 +290,7 @@ def describe(path, cache_dir=None) -> dict:
                       "colour": gdal.GetColorInterpretationName(b.GetColorInterpretation()),
                       "nodata": b.GetNoDataValue(), "description": b.GetDescription()})
     info = {
-        "path": str(Path(path)),
+        "path": os.fspath(path),
         "driver": ds.GetDriver().ShortName,
         "width": ds.RasterXSize, "height": ds.RasterYSize,
         "band_count": ds.RasterCount,
@@ -303,5 +304,5 @@ def describe(path, cache_dir=None) -> dict:
         "warnings": list(georef.warnings),
     }
     ds = None
-    info["overviews"] = inspect_overviews(Path(path), cache_dir).to_dict()
+    info["overviews"] = inspect_overviews(path, cache_dir).to_dict()
     return info
