@@ -120,3 +120,27 @@ def test_tiny_model_cli(tmp_path, capsys):
     assert json.loads((out / "llm" / "config.json").read_text())["num_hidden_layers"] == 3
     assert main(["tiny-model", str(tmp_path / "bad"), "--tile-size", "50"]) == 2
     assert "multiple of --patch-size" in capsys.readouterr().err
+
+
+def test_convert_refuses_bad_sources(tiny_llava_dir, tmp_path, capsys):
+    import shutil
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["convert", str(empty), str(tmp_path / "a")]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert main(["convert", str(bert), str(tmp_path / "b")]) == 2
+    assert "model_type 'bert'" in capsys.readouterr().err
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_llava_dir, pickled)
+    for weights in pickled.glob("*.safetensors"):
+        weights.rename(weights.with_name("pytorch_model.bin"))
+    assert main(["convert", str(pickled), str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "pytorch_model.bin" in err and "pickle" in err
+    assert not (tmp_path / "c").exists()

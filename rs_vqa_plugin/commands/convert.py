@@ -15,6 +15,9 @@ def add_arguments(parser):
     parser.add_argument("--rfm-layers", default=None,
                         help="LLM layers for the RFM, e.g. 1,5,11,14 (default: the paper's list "
                              "scaled to the LLM depth; lrs-vqa: the checkpoint's own)")
+    parser.add_argument("--vision-tower", default=None,
+                        help="lrs-vqa only: local transformers CLIP folder when the checkpoint "
+                             "does not carry its vision tower's weights")
     parser.add_argument("--fp16", action="store_true",
                         help="export the ONNX parts with float16 weights (for GPU inference)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
@@ -45,6 +48,9 @@ def run(args) -> int:
     layers = parse_layers(args.rfm_layers)
     if not Path(args.src).is_dir():
         raise InputError(f"Source folder {args.src} does not exist.")
+    if args.vision_tower and args.source != "lrs-vqa":
+        raise InputError("--vision-tower applies to --from lrs-vqa only (a LLaVA folder carries "
+                         "its own tower).")
     quiet_model_libraries()
     events = _print_progress
     if args.source == "hf-llava":
@@ -60,8 +66,9 @@ def run(args) -> int:
                 raise RuntimeSetupError("This build has no converter for released LRS-VQA "
                                         "checkpoints (rs_vqa_plugin/modeling/convert_lrs.py).") from exc
             raise
+        extra = {"vision_tower": args.vision_tower} if args.vision_tower else {}
         path = module.convert(args.src, args.out_dir, rfm_layers=layers, fp16=args.fp16,
-                              events=events, overwrite=args.overwrite)
+                              events=events, overwrite=args.overwrite, **extra)
     print(f"bundle written to {path}", file=sys.stderr)
     print(path)
     return 0
