@@ -191,13 +191,35 @@ def test_history_is_saved_with_the_project_and_exported(controller, project, ras
     assert rows[0]["answer"] == "three" and rows[0]["levels"] == "1 2" and rows[1]["status"] == "stopped"
 
 
+def test_settings_dialog_checks_the_runtime_and_copies_redacted_diagnostics(qgis_app):
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from rs_vqa_plugin.gui.settings import PluginSettings
+    from rs_vqa_plugin.gui.settings_dialog import SettingsDialog
+
+    model = Path.home() / "rs-vqa-models" / "demo"
+    dialog = SettingsDialog(PluginSettings(python=sys.executable, model_dir=str(model)))
+    dialog.check_runtime()   # doctor --json in the background: the dialog stays responsive
+    assert not dialog.check_button.isEnabled()
+    assert spin_until(dialog.check_button.isEnabled, 90)
+    report = dialog.log.toPlainText()
+    assert "torch device: cpu" in report and "ONNX Runtime provider: CPUExecutionProvider" in report
+    assert "onnxruntime: 1." in report
+    dialog.copy_diagnostics()
+    copied = QApplication.clipboard().text()
+    assert "~/rs-vqa-models/demo" in copied and "torch device: cpu" in copied
+    assert str(Path.home()) + "/" not in copied
+    dialog.reject()
+
+
 # ---- with the real worker and a tiny bundle ------------------------------------------------
 @needs_engine
 def test_ask_streams_an_answer_and_adds_the_heat_layer(controller, project, raster_layer,
                                                        tiny_bundle, tmp_path):
-    from qgis.core import QgsGeometry, QgsRasterLayer
+    from qgis.core import QgsApplication, QgsGeometry
 
     controller.settings.model_dir = str(tiny_bundle)
+    project.setFileName(str(tmp_path / "survey.qgz"))   # heatmaps go next to a saved project
     texts = []
     controller.client.token.connect(lambda _rid, _t: texts.append(
         controller.dock.conversation.toPlainText()))
@@ -220,13 +242,21 @@ def test_ask_streams_an_answer_and_adds_the_heat_layer(controller, project, rast
     assert heat.renderer().type() == "graduatedSymbol" and heat.opacity() < 1.0
     group = project.layerTreeRoot().findGroup("RS-VQA: harbour")
     assert group is not None and group.findLayer(heat.id()) is not None
+    assert Path(turn.heat_path).parent == tmp_path / "rs_vqa_heatmaps"
     assert Path(turn.heat_path).suffix == ".gpkg" and Path(turn.heat_path).exists()
+    assert project.write()
+    assert project.read(str(tmp_path / "survey.qgz"))   # reopened: layer and conversation back
+    reopened = project.mapLayer(turn.heat_layer_id)
+    assert reopened is not None and reopened.isValid() and reopened.featureCount() > 0
+    turn = controller.current_turns()[-1]
+    assert turn.question == "Where are the ships?" and turn.status == "answered"
 
     # Follow-up: the earlier turn travels as history; the model stays warm.
     sent = []
     original = controller.client.request
     controller.client.request = lambda cmd, **f: (sent.append(f), original(cmd, **f))[1]
     controller.ask("And the boats?")
+    assert controller.current.task in QgsApplication.taskManager().tasks()
     assert sent[0]["options"]["history"] == [["Where are the ships?", turn.text]]
     assert spin_until(lambda: controller.current is None, 120)
     assert controller.current_turns()[-1].status == "answered"

@@ -154,7 +154,8 @@ class DockController(QObject):
                     if first else self.tr("Thinking…"))
         self.conversations.turns(layer.id()).append(turn)
         task = AskTask(self.tr("RS-VQA: {question}").format(question=question[:60]), request_id)
-        task.stopRequested.connect(self.client.cancel)
+        # The task manager's cancel button takes the same path as the dock's Stop.
+        task.stopRequested.connect(lambda _request_id: self.stop())
         self.current = RunningAsk(request_id, layer.id(), turn, task)
         QgsApplication.taskManager().addTask(task)
         self.dock.question_edit.clear()

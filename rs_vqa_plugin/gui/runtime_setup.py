@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import List, Optional
 
-from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, pyqtSignal
+from qgis.PyQt.QtCore import QCoreApplication, QObject, QProcess, QProcessEnvironment, pyqtSignal
 
 from ..paths import PACKAGE_DIR, repo_root
 
@@ -109,12 +109,18 @@ def parse_doctor(output: str) -> Optional[dict]:
         return None
 
 
+def tr(text: str) -> str:
+    return QCoreApplication.translate("RuntimeSetup", text)
+
+
 def summarise_doctor(report: dict) -> str:
     packages = report.get("packages", {})
-    lines = [f"Python {report.get('python', '?')} ({report.get('executable', '?')})"]
-    lines += [f"{name}: {version or 'NOT AVAILABLE'}" for name, version in packages.items()]
-    lines.append(f"torch device: {report.get('torch_device', '?')}")
-    lines.append(f"ONNX Runtime provider: {report.get('onnxruntime_provider_auto', '?')} "
-                 f"(available: {', '.join(report.get('onnxruntime_providers', []) or [])})")
-    lines += [f"PROBLEM: {p}" for p in report.get("problems", [])]
+    lines = [tr("Python {version} ({path})").format(version=report.get("python", "?"),
+                                                    path=report.get("executable", "?"))]
+    lines += [f"{name}: {version or tr('NOT AVAILABLE')}" for name, version in packages.items()]
+    lines.append(tr("torch device: {device}").format(device=report.get("torch_device", "?")))
+    lines.append(tr("ONNX Runtime provider: {provider} (available: {available})").format(
+        provider=report.get("onnxruntime_provider_auto", "?"),
+        available=", ".join(report.get("onnxruntime_providers", []) or [])))
+    lines += [tr("PROBLEM: {problem}").format(problem=p) for p in report.get("problems", [])]
     return "\n".join(lines)
