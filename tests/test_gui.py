@@ -152,6 +152,38 @@ def test_polygon_scope_needs_a_selection(controller, project):
     assert wkt.startswith("Polygon") and "400010" in wkt
 
 
+def test_visible_extent_scope_is_clipped_to_the_raster_in_its_crs(controller, raster_layer):
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
+
+    from rs_vqa_plugin.gui.scope import EXTENT, ScopeError, resolve_scope
+
+    canvas = controller.iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:32617"))
+    full = raster_layer.extent()
+    canvas.resize(400, 400)
+    canvas.setExtent(QgsRectangle(full.xMinimum() - 50, full.yMinimum() + 10,
+                                  full.center().x(), full.center().y()))
+    xmin, ymin, xmax, ymax = resolve_scope(EXTENT, raster_layer, canvas)
+    assert xmin == pytest.approx(full.xMinimum()) and ymin >= full.yMinimum() + 9
+    assert xmax < full.xMaximum() and ymax < full.yMaximum()
+    canvas.setExtent(QgsRectangle(0, 0, 100, 100))   # far away from the raster
+    with pytest.raises(ScopeError, match="does not overlap harbour"):
+        resolve_scope(EXTENT, raster_layer, canvas)
+
+
+def test_model_picker_lists_bundles_and_flags_broken_ones(tmp_path):
+    from rs_vqa_plugin.gui.models import find_bundles
+
+    good = tmp_path / "user" / "good"
+    for part in ("vision.onnx", "rfm.onnx", "llm"):
+        (good / part).mkdir(parents=True)
+    (good / "manifest.json").write_text('{"format_version": 1}')
+    make_broken_bundle(tmp_path / "user" / "broken")
+    found = {b.name: b for b in find_bundles([str(tmp_path / "user")])}
+    assert found["good"].problem is None and found["good"].label == "good"
+    assert "cannot be read" in found["broken"].problem and found["broken"].label.endswith("(unusable)")
+
+
 def test_worker_death_is_reported_and_the_next_start_is_fresh(controller):
     client = controller.client
     client.python = sys.executable

@@ -18,20 +18,36 @@ def redact_home(text: str) -> str:
     return text.replace(home, "~") if home and home != "/" else text
 
 
-def setup_command(target_python: str) -> List[List[str]]:
+def setup_venv_dir() -> Path:
+    """Where "Set up runtime" puts a venv outside a source checkout: the QGIS profile (QGIS deletes
+    the plugin folder on upgrade, so never inside it)."""
+    from .settings import plugin_data_dir
+
+    return plugin_data_dir() / "runtime-venv"
+
+
+def setup_command(target_python: str = "") -> List[List[str]]:
     """The steps of "Set up runtime": build.sh setup in a source checkout; elsewhere (plugin zip) a
     venv with the system site packages (to see QGIS and GDAL) and the pinned requirements."""
     build = repo_root() / "build.sh"
     if build.is_file():
         return [["bash", str(build), "setup"]]
-    venv = Path(target_python).parent.parent if target_python else PACKAGE_DIR / ".." / "rs_vqa_venv"
-    python = str(Path(venv) / "bin" / "python")
+    python = str(setup_venv_dir() / "bin" / "python")
     requirements = [str(PACKAGE_DIR / name) for name in ("requirements.txt", "requirements-cpu.txt")
                     if (PACKAGE_DIR / name).is_file()]
-    steps = [["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)]]
+    steps = [["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(setup_venv_dir())],
+             [python, "-m", "pip", "install", "--upgrade", "pip"]]
     if requirements:
         steps.append([python, "-m", "pip", "install"] + [a for r in requirements for a in ("-r", r)])
     return steps
+
+
+def set_up_python() -> str:
+    """The runtime Python that setup_command() produces."""
+    build = repo_root() / "build.sh"
+    if build.is_file():
+        return str(repo_root() / ".venv" / "bin" / "python")
+    return str(setup_venv_dir() / "bin" / "python")
 
 
 class RuntimeJob(QObject):

@@ -12,8 +12,8 @@ from qgis.PyQt.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButton
 
 from .. import __version__
 from .models import check_bundle
-from .runtime_setup import (RuntimeJob, doctor_job, parse_doctor, redact_home, setup_command,
-                            summarise_doctor)
+from .runtime_setup import (RuntimeJob, doctor_job, parse_doctor, redact_home, set_up_python,
+                            setup_command, summarise_doctor)
 from .settings import DEVICES, PluginSettings, default_runtime_python
 
 
@@ -143,13 +143,12 @@ class SettingsDialog(QDialog):
 
     def setup_runtime(self) -> None:
         self.log.clear()
-        self._start_job(RuntimeJob(setup_command(self.python_edit.text().strip()), self),
-                        self._set_up)
+        self._start_job(RuntimeJob(setup_command(), self), self._set_up)
 
     def _set_up(self, ok: bool, _output: str) -> None:
         self._job_ended()
-        if ok and not self.python_edit.text().strip():
-            self.python_edit.setText(default_runtime_python())
+        if ok:
+            self.python_edit.setText(set_up_python())
         self.log.appendPlainText(self.tr("Set-up finished.") if ok else
                                  self.tr("Set-up failed: see the log above."))
 
