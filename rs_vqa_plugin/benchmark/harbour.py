@@ -31,6 +31,8 @@ def build_harbour(b: Builder):
     across = frame.across_extent(sc.width, sc.height)
     length = float(np.clip(0.22 * along, 600, 2000))
     sign = sc.sea.sign
+    if 0.84 * along <= length:
+        return None         # the scene is too small for a harbour
     for _ in range(30):
         a0 = b.rng.uniform(0.08 * along, 0.92 * along - length)
         if any(abs(float(r.centre(coast.base)) - (a0 + length / 2)) < length / 2 + r.width + 150

@@ -95,7 +95,7 @@ def _road_vehicles(b: Builder) -> None:
 
 def _beach_vehicles(b: Builder) -> None:
     sc = b.scene
-    if sc.sea is None:
+    if sc.sea is None or min(sc.width, sc.height) < 1000:
         return
     for _ in range(int(b.rng.integers(0, 3))):
         for _try in range(40):
