@@ -233,6 +233,25 @@ def test_ask_questions_from_jsonl_inside_a_scope_to_csv(rs_vqa_provider, tiny_bu
         assert scope.buffered(1.0).contains(cell.geometry().boundingBox())
 
 
+def test_ask_results_loaded_into_the_project_are_styled(rs_vqa_provider, tiny_bundle, scene, tmp_path):
+    import processing
+    from qgis.core import QgsProject
+
+    result = processing.runAndLoadResults("rs_vqa:ask", {
+        "INPUT": str(scene), "QUESTIONS": QUESTIONS[0], "MODEL": str(tiny_bundle), "MODE": "grid",
+        "MAX_TOKENS": 1, "OUTPUT": "TEMPORARY_OUTPUT", "HEATMAP": str(tmp_path / "heat.gpkg")})
+    project = QgsProject.instance()
+    loaded = list(project.mapLayers().values())
+    try:
+        heat = [layer for layer in loaded if layer.source().startswith(str(tmp_path / "heat.gpkg"))]
+        assert len(heat) == 1 and heat[0].featureCount() > 0
+        renderer = heat[0].renderer()
+        assert renderer.type() == "graduatedSymbol" and renderer.classAttribute() == "score"
+        assert project.mapLayer(result["OUTPUT"]).featureCount() == 1  # a memory layer, by id
+    finally:
+        project.removeMapLayers([layer.id() for layer in loaded])
+
+
 def test_ask_cancel_keeps_what_was_answered(rs_vqa_provider, tiny_bundle, scene, tmp_path):
     feedback = CancelAfterFirstProgress()
     result = run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": "\n".join(QUESTIONS * 3),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
                        QgsGeometry, QgsPointXY, QgsProcessing, QgsProcessingAlgorithm,
+                       QgsProcessingLayerPostProcessorInterface,
                        QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterExtent, QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
+from ..paths import resources_dir
 from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, alpha_parameter,
                      check_model_folder, device_parameter, max_tokens_parameter, mode_parameter,
                      model_parameter, n_max_parameter, non_raster_message, optional_number,
@@ -60,6 +62,27 @@ def _heat_features(fields, index, question, answer):
         feature.setAttributes([index, question.text, float(cell.score), int(cell.level), f"{row},{col}",
                                int(cell.rank), cell.kind])
         yield feature
+
+
+class HeatStyle(QgsProcessingLayerPostProcessorInterface):
+    """Gives the heatmap loaded at the end of a run the same graduated style as the dock's."""
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API name)
+        style = resources_dir() / "heatmap.qml"
+        if style.is_file():
+            layer.loadNamedStyle(str(style))
+            layer.triggerRepaint()
+
+
+# One shared instance for the module's life: QGIS runs a temporary copy of the algorithm and keeps
+# only a pointer to the post-processor, used after that copy (and its attributes) are gone.
+_HEAT_STYLE = []
+
+
+def heat_style() -> HeatStyle:
+    if not _HEAT_STYLE:
+        _HEAT_STYLE.append(HeatStyle())
+    return _HEAT_STYLE[0]
 
 
 class AskAlgorithm(QgsProcessingAlgorithm):
@@ -206,4 +229,6 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         results = {"OUTPUT": sink_id, "ANSWERED": answered}
         if heat_sink is not None:
             results["HEATMAP"] = heat_id
+            if context.willLoadLayerOnCompletion(heat_id):
+                context.layerToLoadOnCompletionDetails(heat_id).setPostProcessor(heat_style())
         return results
