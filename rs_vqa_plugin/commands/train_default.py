@@ -18,6 +18,8 @@ def add_arguments(parser):
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--tiny", action="store_true",
                         help="a few-step recipe on tiny scenes (a check that everything runs)")
+    parser.add_argument("--data-only", action="store_true",
+                        help="stop after making scenes, questions and view caches (then --resume)")
     parser.add_argument("--copy-to", default=None,
                         help="also copy the finished bundle to this folder (e.g. models/default)")
 
@@ -32,7 +34,11 @@ def run(args) -> int:
 
     recipe = tiny_recipe(args.seed) if args.tiny and not args.resume else None
     bundle = train_default(args.out_dir, budget_minutes=args.budget_minutes, resume=args.resume,
-                           seed=args.seed, recipe=recipe, threads=args.threads)
+                           seed=args.seed, recipe=recipe, threads=args.threads,
+                           stop_after="data" if args.data_only else None)
+    if bundle is None:
+        print(f"data ready in {args.out_dir}; continue with --resume", file=sys.stderr)
+        return 0
     if args.copy_to:
         target = Path(args.copy_to)
         if target.exists():

@@ -16,7 +16,7 @@ import numpy as np
 
 from .views import prune_keep, token_box_flags, views_for_question
 
-KINDS = {"level1": 0, "zoom": 1, "zoom-pruned": 2}
+KINDS = {"level1": 0, "zoom": 1, "zoom-pruned": 2, "thumbnail": 3}
 CACHE_VERSION = 1
 
 
@@ -146,20 +146,25 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
                                           "ground_truth": q["ground_truth"]})
                 for view in views_for_question(plan, box, kinds, rng, recipe.max_view_tiles,
                                                recipe.alpha):
-                    pixels, valid = reader.read_tiles(view.level, view.tiles)
-                    start = builder.add_images(pixels, valid)
-                    codes = (G * G + np.arange(len(view.tiles) * g * g, dtype=np.float32))
-                    tokens = level_tokens(plan, view.level, view.tiles, codes.reshape(-1, g, g, 1),
-                                          level_valid_token_shape(plan, view.level))
-                    flags = token_box_flags(plan, view.level, tokens.rows, tokens.cols, box)
                     kind = KINDS[view.kind]
+                    if view.tiles:
+                        pixels, valid = reader.read_tiles(view.level, view.tiles)
+                        start = builder.add_images(pixels, valid)
+                        codes = (G * G + np.arange(len(view.tiles) * g * g, dtype=np.float32))
+                        tokens = level_tokens(plan, view.level, view.tiles,
+                                              codes.reshape(-1, g, g, 1),
+                                              level_valid_token_shape(plan, view.level))
+                        flags = token_box_flags(plan, view.level, tokens.rows, tokens.cols, box)
+                    else:
+                        start, tokens, flags = builder.n_images, None, np.zeros(0, dtype=bool)
                     if view.keep_fraction < 1.0:
                         keep = prune_keep(flags, view.keep_fraction, rng)
                         tokens, flags, kind = tokens.subset(keep), flags[keep], KINDS["zoom-pruned"]
                     seq = assemble(prefix_codes, thumb_codes, newline_code, newline_code, tokens,
                                    suffix_codes)
                     box_mask = np.zeros(seq.length, dtype=bool)
-                    box_mask[seq.hr_positions[flags]] = True
+                    if flags.size:
+                        box_mask[seq.hr_positions[flags]] = True
                     r = builder.rows
                     r["codes"].append(np.rint(seq.embeds[:, 0]).astype(np.int32))
                     r["hr"].append(seq.hr_mask)

@@ -21,16 +21,18 @@ TIMING_STEPS = 15
 
 def _kind_pools(cache) -> dict:
     pools = {"level1": np.flatnonzero(cache.kind == KINDS["level1"]),
-             "zoom": np.flatnonzero(cache.kind != KINDS["level1"])}
+             "zoom": np.flatnonzero((cache.kind == KINDS["zoom"]) | (cache.kind == KINDS["zoom-pruned"])),
+             "thumbnail": np.flatnonzero(cache.kind == KINDS["thumbnail"])}
     return {k: v for k, v in pools.items() if v.size}
 
 
 def batch_indices(cache, pools: dict, views, batch_size: int, seed: int, step: int) -> np.ndarray:
-    """The samples of one step: a function of (seed, step) only, so a resumed run draws the same."""
+    """The samples of one step: a function of (seed, step) only, so a resumed run draws the same.
+    One view kind per step (the stage's kinds in turn): similar lengths, little padding."""
     rng = np.random.default_rng([int(seed), 7919, int(step)])
     kinds = [k for k in views if k in pools] or list(pools)
-    choice = rng.integers(0, len(kinds), size=batch_size)
-    return np.array([int(rng.choice(pools[kinds[c]])) for c in choice])
+    pool = pools[kinds[step % len(kinds)]]
+    return rng.choice(pool, size=batch_size, replace=pool.size < batch_size)
 
 
 def stage_at(recipe, step: int, total: int):

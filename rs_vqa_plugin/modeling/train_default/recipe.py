@@ -39,10 +39,14 @@ class Recipe:
     alpha: float = 0.25
     n_max: int = 24
     # ---- data (train split only; val for selection)
-    train_scenes: int = 40
-    val_scenes: int = 6
-    scene_sizes: List[int] = field(default_factory=lambda: [2048, 3072])
-    questions_per_scene: int = 40
+    train_split: str = "train"
+    val_split: str = "val"
+    train_scenes: int = 24
+    val_scenes: int = 2
+    scene_max_size: int = 4096      # the train split's scenes up to this size (CPU time)
+    val_max_size: int = 8192
+    scene_size_override: int = 0    # tests only: render the split's seeds at this size
+    questions_per_scene: int = 0    # 0: the split's own number
     zoom_views: int = 3      # zoom views per question (besides the paper's level-1 view)
     max_view_tiles: int = 9
     # ---- optimisation
@@ -62,7 +66,8 @@ class Recipe:
     lambda_rfm_box: float = 0.5     # the RFM score mass on the asked object's tokens
     stages: List[Stage] = field(default_factory=lambda: [
         Stage("warm-up on zoomed views", 0.2, 1.5e-3, ["zoom"]),
-        Stage("joint: level 1 + zoomed views", 0.8, 1e-3, ["level1", "zoom", "zoom"]),
+        Stage("joint: thumbnail, level 1 and zoomed views", 0.8, 1e-3,
+              ["level1", "zoom", "thumbnail", "zoom", "level1", "zoom"]),
     ])
 
     @property
@@ -98,7 +103,7 @@ def tiny_recipe(seed: int = 0) -> Recipe:
     """A few-second recipe for tests: two small scenes, a handful of steps."""
     return Recipe(seed=seed, vision_hidden=32, vision_layers=2, vision_heads=2, text_hidden=64,
                   text_layers=4, text_heads=4, text_kv_heads=2, text_intermediate=128,
-                  vocab_size=500, rfm_layers=[1, 3], train_scenes=1, val_scenes=1,
-                  scene_sizes=[768], questions_per_scene=6, zoom_views=1, batch_size=4,
+                  vocab_size=500, rfm_layers=[1, 3], train_split="smoke", val_split="smoke",
+                  train_scenes=1, val_scenes=1, scene_size_override=512, questions_per_scene=6, zoom_views=1, batch_size=4,
                   warmup_steps=2, max_steps=4, budget_minutes=1.0, checkpoint_minutes=0.0,
                   log_every=1, val_questions=6)

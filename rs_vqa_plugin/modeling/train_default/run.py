@@ -12,7 +12,7 @@ from typing import Optional
 from ...engine.errors import InputError
 from .recipe import Recipe
 
-VAL_KINDS = ("level1", "zoom", "zoom")
+VAL_KINDS = ("thumbnail", "level1", "zoom", "zoom")
 
 
 class RunLog:
@@ -62,7 +62,7 @@ def prepare_recipe(out: Path, resume: bool, recipe: Optional[Recipe], seed: int,
 
 def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool = False,
                   seed: int = 0, recipe: Optional[Recipe] = None, threads: int = 0,
-                  echo: bool = True, cancel=None) -> Path:
+                  echo: bool = True, cancel=None, stop_after: Optional[str] = None) -> Optional[Path]:
     """Run (or continue) every stage; returns the bundle folder OUT_DIR/bundle."""
     import numpy as np
     import torch
@@ -89,9 +89,15 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     # 1. scenes and questions (train and val splits only; test is never touched here)
     t0 = time.perf_counter()
     splits = {}
-    for split, count in (("train", recipe.train_scenes), ("val", recipe.val_scenes)):
-        splits[split] = make_split(split, count, recipe.scene_sizes, recipe.questions_per_scene,
-                                   out / "data" / split, log=log, cancel=cancel)
+    for role, split, count, max_size in (
+            ("train", recipe.train_split, recipe.train_scenes, recipe.scene_max_size),
+            ("val", recipe.val_split, recipe.val_scenes, recipe.val_max_size)):
+        splits[role] = make_split(split, count, max_size, recipe.questions_per_scene,
+                                  out / "data" / role, log=log, cancel=cancel,
+                                  size_override=recipe.scene_size_override,
+                                  # one split for both (tiny recipe): val takes the next scenes
+                                  start=recipe.train_scenes if (
+                                      role == "val" and recipe.val_split == recipe.train_split) else 0)
     data_seconds = time.perf_counter() - t0
 
     # 2. tokenizer, trained on the training questions and answers only
@@ -117,7 +123,7 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
             caches[split] = ViewCache.load(path)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        kinds = kinds or tuple(["level1"] + ["zoom"] * recipe.zoom_views)
+        kinds = kinds or tuple(["thumbnail", "level1"] + ["zoom"] * recipe.zoom_views)
         cache = build_view_cache(splits[split], recipe, text, kinds,
                                  seed=recipe.seed + (0 if split == "train" else 10 ** 6),
                                  cancel=cancel)
@@ -127,6 +133,16 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
              "images": int(cache.images.shape[0]),
              "questions": len(cache.meta["questions"])})
     cache_seconds = time.perf_counter() - t0
+    _update_summary(out, data_seconds=round(data_seconds, 1), cache_seconds=round(cache_seconds, 1))
+    if stop_after == "data":
+        log({"event": "stopped", "after": "data"})
+        return None
+
+    done_marker = out / "checkpoints" / "done.json"
+    bundle_dir = out / "bundle"
+    if done_marker.is_file() and (bundle_dir / "manifest.json").is_file():
+        log({"event": "already-exported", "bundle": str(bundle_dir)})
+        return bundle_dir
 
     # 4. training
     torch.manual_seed(recipe.seed)
@@ -134,7 +150,6 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     model = DefaultModel(build_llava(recipe, tokenizer), recipe)
     trainer = Trainer(model, recipe, caches["train"], caches["val"], text, out, log=log)
     trainer.resume()
-    done_marker = out / "checkpoints" / "done.json"
     if not done_marker.is_file():
         budget = max(0.0, recipe.budget_minutes * 60 - trainer.seconds)
         result = trainer.run(budget, cancel=cancel)
@@ -148,8 +163,7 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     model.load_state_dict(state["model"])
     summary = _update_summary(
         out, recipe=recipe.to_dict(), steps=int(state["step"]), total_steps=trainer.total,
-        train_seconds=round(trainer.seconds, 1), data_seconds=round(data_seconds, 1),
-        cache_seconds=round(cache_seconds, 1), val_at_export=val, best_val_em=state["best"],
+        train_seconds=round(trainer.seconds, 1), val_at_export=val, best_val_em=state["best"],
         train_questions=len(caches["train"].meta["questions"]), train_views=len(caches["train"]),
         val_questions=len(caches["val"].meta["questions"]),
         train_images=caches["train"].meta["images"], val_images=caches["val"].meta["images"])
@@ -159,6 +173,6 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
                           f"{summary['train_questions']} questions; selected on "
                           f"{summary['val_questions']} val questions",
                   "recipe": recipe.to_dict()}
-    bundle = export_bundle(model, tokenizer, recipe, out / "bundle", provenance)
+    bundle = export_bundle(model, tokenizer, recipe, bundle_dir, provenance)
     log({"event": "exported", "bundle": str(bundle)})
     return bundle

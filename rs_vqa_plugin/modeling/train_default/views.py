@@ -26,7 +26,7 @@ P_PRUNED = 0.5
 
 @dataclass
 class ViewSpec:
-    kind: str                        # 'level1' | 'zoom'
+    kind: str                        # 'thumbnail' | 'level1' | 'zoom'
     level: int
     tiles: List[Tuple[int, int]]     # raster order
     keep_fraction: float             # 1.0: every token of the tiles; else prune (box first)
@@ -117,7 +117,11 @@ def views_for_question(plan, box: Optional[Box], kinds: Sequence[str], rng: np.r
                        max_tiles: int, alpha: float) -> List[ViewSpec]:
     views: List[ViewSpec] = []
     for kind in kinds:
-        if kind == "level1":
+        if kind == "thumbnail":
+            # The thumbnail alone (what mode `thumbnail` gives the LLM): a fair baseline needs
+            # the model to have seen such sequences too.
+            views.append(ViewSpec("thumbnail", 0, [], 1.0))
+        elif kind == "level1":
             views.append(level1_view(plan))
         elif kind == "zoom" and box is not None:
             view = zoom_view(plan, box, rng, max_tiles, alpha)

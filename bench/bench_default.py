@@ -1,0 +1,235 @@
+"""Benchmark of the bundled default model on the synthetic `test` split (large scenes, 8k px and up).
+
+Per mode (thumbnail, grid = 3x3 tiles of level 1 whose long side is 3B, prune-only at the deepest
+level of at most PRUNE_ONLY_MAX_TILES tiles, dip, full where it fits the token limit): accuracy
+per category, OA and AA (the engine's LRS-VQA scorer), LLM vision tokens, tiles encoded and
+seconds per question; for dip and prune-only also localisation: the share of questions with a
+box whose final kept tokens touch the box. Answers are logged per mode (a re-run resumes).
+
+    python bench/bench_default.py [--model models/default] [--scenes 3] [--per-scene 20]
+        [--modes thumbnail,grid,prune-only,dip,full] [--out bench/out/default] [--split test]
+Prints a markdown table and writes OUT/results.json (+ OUT/accuracy_tokens.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODES = ("thumbnail", "grid", "prune-only", "dip", "full")
+PRUNE_ONLY_MAX_TILES = 256
+MAX_NEW_TOKENS = 8
+
+
+def make_split_data(split: str, scenes: int, per_scene: int, sizes, data_dir: Path):
+    """Scenes + questions of the split with the benchmark's generator (cached in data_dir)."""
+    from rs_vqa_plugin.benchmark import questions as Q
+    from rs_vqa_plugin.benchmark import splits
+    from rs_vqa_plugin.benchmark.layout import build_scene
+    from rs_vqa_plugin.benchmark.render import crs_wkt, write_geotiff
+    from rs_vqa_plugin.benchmark.scene import sidecar_path, write_sidecar
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    listing = data_dir / "questions.jsonl"
+    if listing.is_file():
+        return [json.loads(line) for line in listing.read_text().splitlines() if line.strip()]
+    out = []
+    for seed, size in list(splits.split_scenes(split))[:scenes]:
+        path = data_dir / f"{split}_{seed}_{size}.tif"
+        if not (path.is_file() and sidecar_path(path).is_file()):
+            t = time.perf_counter()
+            scene = build_scene(seed, size, size)
+            write_geotiff(scene, path)
+            write_sidecar(scene, path, crs_wkt(scene.epsg))
+            print(f"scene {path.name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        out += [dict(q, image=path.name) for q in Q.questions_for_image(path, per_scene=per_scene,
+                                                                         seed=seed)]
+    listing.write_text("".join(json.dumps(q) + "\n" for q in out))
+    return out
+
+
+def prune_only_level(width: int, height: int, manifest) -> int:
+    from rs_vqa_plugin.engine.pyramid import plan_pyramid
+
+    plan = plan_pyramid(width, height, manifest.tile_size, manifest.pooled_grid)
+    fits = [lv.index for lv in plan.levels if lv.tile_count() <= PRUNE_ONLY_MAX_TILES]
+    return max(fits) if fits else 1
+
+
+def box_touched(answer, box, georef) -> bool:
+    """True when any final kept token's cell overlaps the question's pixel box."""
+    import numpy as np
+
+    cells = [c for c in answer.heat_cells if c.kind == "token"]
+    if not cells:
+        return False
+    x1, y1, x2, y2 = (float(v) for v in box)
+    for cell in cells:
+        xs, ys = zip(*cell.ring)
+        px, py = georef.map_to_pixel(np.asarray(xs), np.asarray(ys))
+        if px.min() < x2 and px.max() > x1 and py.min() < y2 and py.max() > y1:
+            return True
+    return False
+
+
+def run_mode(engine, questions, images: Path, mode: str, log_path: Path) -> list:
+    from rs_vqa_plugin.engine.errors import InputError
+    from rs_vqa_plugin.engine.pipeline import AskOptions
+    from rs_vqa_plugin.engine.raster import RasterSource
+    from rs_vqa_plugin.engine.scoring import is_correct
+
+    done = {}
+    if log_path.is_file():
+        for line in log_path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[r["question_id"]] = r
+    with log_path.open("a") as log:
+        for q in questions:
+            if q["question_id"] in done:
+                continue
+            path = images / q["image"]
+            with RasterSource(path) as src:
+                georef, size = src.georef, (src.width, src.height)
+            level = prune_only_level(*size, engine.manifest) if mode == "prune-only" else 1
+            options = AskOptions(mode=mode, level=level, max_new_tokens=MAX_NEW_TOKENS)
+            record = {"question_id": q["question_id"], "mode": mode, "category": q["category"],
+                      "image": q["image"], "image_size": list(size)}
+            try:
+                answer = engine.ask(path, q["text"], options)
+            except InputError as exc:
+                record.update(refused=str(exc).split(":")[0])
+            else:
+                t = answer.trace
+                record.update(text=answer.text, correct=is_correct(q["ground_truth"], answer.text),
+                              llm_vision_tokens=t["llm_vision_tokens"],
+                              tiles_encoded=t["tiles_encoded"], levels=t["levels"],
+                              stop_reason=t["stop_reason"], seconds=t["seconds"]["total"],
+                              level=level if mode in ("grid", "prune-only") else None)
+                if q.get("hbox") and mode in ("dip", "prune-only"):
+                    record["touches_box"] = box_touched(answer, q["hbox"], georef)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            done[q["question_id"]] = record
+    return [done[q["question_id"]] for q in questions if q["question_id"] in done]
+
+
+def summarise(questions, records) -> dict:
+    from rs_vqa_plugin.engine.scoring import score_records
+
+    answered = [r for r in records if "text" in r]
+    result = {"questions": len(records), "answered": len(answered),
+              "refused": len(records) - len(answered)}
+    if not answered:
+        return result
+    ids = {r["question_id"] for r in answered}
+    scores = score_records([q for q in questions if q["question_id"] in ids], answered)
+    overall = scores.get("overall", scores)
+    mean = lambda key: sum(r[key] for r in answered) / len(answered)
+    result.update(AA=overall["AA"], OA=overall["OA"],
+                  categories={k: v["accuracy"] for k, v in overall["categories"].items()},
+                  llm_vision_tokens=mean("llm_vision_tokens"), tiles_encoded=mean("tiles_encoded"),
+                  seconds=mean("seconds"))
+    boxed = [r for r in answered if "touches_box" in r]
+    if boxed:
+        result["localisation"] = sum(r["touches_box"] for r in boxed) / len(boxed)
+        result["boxed_questions"] = len(boxed)
+    return result
+
+
+def table(summary: dict) -> str:
+    cats = sorted({c for s in summary.values() for c in s.get("categories", {})})
+    head = ["mode", "AA", "OA"] + cats + ["vision tokens", "tiles", "s/question", "localisation"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for mode, s in summary.items():
+        if "AA" not in s:
+            lines.append(f"| {mode} | refused ({s['refused']}/{s['questions']}) |" + " |" * (len(head) - 2))
+            continue
+        row = [mode, f"{100 * s['AA']:.1f}", f"{100 * s['OA']:.1f}"]
+        row += [f"{100 * s['categories'][c]:.0f}" if c in s["categories"] else "-" for c in cats]
+        row += [f"{s['llm_vision_tokens']:.0f}", f"{s['tiles_encoded']:.1f}", f"{s['seconds']:.2f}",
+                f"{100 * s['localisation']:.0f}% of {s['boxed_questions']}" if "localisation" in s else "-"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def figure(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for mode, s in summary.items():
+        if "AA" in s:
+            ax.scatter(s["llm_vision_tokens"], 100 * s["AA"], s=40)
+            ax.annotate(mode, (s["llm_vision_tokens"], 100 * s["AA"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("LLM vision tokens per question (log)")
+    ax.set_ylabel("AA (%)")
+    ax.set_title("default model on the synthetic test split")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--scenes", type=int, default=3)
+    parser.add_argument("--per-scene", type=int, default=20)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "default"))
+    parser.add_argument("--data", default=None, help="scene + question folder (default OUT/data)")
+    parser.add_argument("--time-limit", type=float, default=0,
+                        help="seconds; stop answering new questions after this (0: none)")
+    args = parser.parse_args(argv)
+
+    from rs_vqa_plugin.engine.pipeline import Engine
+    from rs_vqa_plugin.modeling.quiet import quiet_model_libraries
+
+    quiet_model_libraries()
+    out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    questions = make_split_data(args.split, args.scenes, args.per_scene, None, data)
+    engine = Engine(args.model, device="cpu")
+    modes = [m for m in args.modes.split(",") if m]
+    started = time.perf_counter()
+    # Interleave the modes per question batch so a time limit cuts every mode equally.
+    chunk = 10
+    summary = {}
+    for start in range(0, len(questions), chunk):
+        if args.time_limit and time.perf_counter() - started > args.time_limit:
+            print(f"time limit reached after {start} questions", file=sys.stderr)
+            break
+        part = questions[:start + chunk]
+        for mode in modes:
+            run_mode(engine, part, data, mode, out / f"answers.{args.split}.{mode}.jsonl")
+        print(f"{min(start + chunk, len(questions))}/{len(questions)} questions, "
+              f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+    for mode in modes:
+        records = run_mode(engine, [], data, mode, out / f"answers.{args.split}.{mode}.jsonl")
+        path = out / f"answers.{args.split}.{mode}.jsonl"
+        records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+        answered_ids = {r["question_id"] for r in records}
+        summary[mode] = summarise([q for q in questions if q["question_id"] in answered_ids], records)
+    result = {"split": args.split, "model": args.model, "scenes": sorted({q["image"] for q in questions}),
+              "modes": summary}
+    (out / f"results.{args.split}.json").write_text(json.dumps(result, indent=2) + "\n")
+    try:
+        figure(summary, out / f"accuracy_tokens.{args.split}.png")
+    except ImportError:
+        pass
+    print(table(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
