@@ -1,0 +1,292 @@
+"""Distil a bundle's RFM against its own LLM's attention (METHOD §4): prepare samples, train with
+Adam, checkpoint periodically into OUT/distill_state/, resume, re-export rfm.onnx, update the
+manifest (rfm.made = 'distilled', loss settings, held-out loss before/after)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..engine.errors import BundleError, Cancelled, InputError
+from ..engine.progress import CancelToken, EventSink, emit, progress_event
+from .distill_loss import DistillLossSettings, distill_loss
+
+STATE_DIR = "distill_state"
+STATE_FILE = "state.json"
+RFM_CHECKPOINT = "rfm.safetensors"
+OPTIMIZER_CHECKPOINT = "optimizer.safetensors"
+
+
+@dataclass
+class DistillOptions:
+    steps: int = 200                 # optimiser steps in total (one question per step)
+    lr: float = 2e-5
+    save_every: int = 50
+    heldout_fraction: float = 0.2
+    seed: int = 0
+    pairs: str = "first_last"        # the paper distils the first and last layer pairs
+    loss: DistillLossSettings = field(default_factory=DistillLossSettings)
+    images_dir: Optional[str] = None
+    device: str = "auto"
+    resume: bool = False
+
+
+@dataclass
+class DistillReport:
+    bundle: Path
+    steps: int
+    heldout_before: float
+    heldout_after: float
+    train_losses: List[float]
+    train_questions: int
+    heldout_questions: int
+
+
+# ------------------------------------------------------------------ checkpoints (no pickle)
+def save_optimizer(optimizer, path: Path) -> None:
+    """Adam state as safetensors (tensors) + JSON metadata (hyper-parameters)."""
+    from safetensors.torch import save_file
+
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, entry in state["state"].items():
+        for name, value in entry.items():
+            tensors[f"{index}.{name}"] = value.detach().cpu().reshape(-1).clone().contiguous()
+    save_file(tensors, str(path), metadata={"param_groups": json.dumps(state["param_groups"])})
+
+
+def load_optimizer(optimizer, path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        groups = json.loads(handle.metadata()["param_groups"])
+    tensors = load_file(str(path))
+    template = optimizer.state_dict()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    state: Dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        index = int(index)
+        shape = () if name == "step" else params[index].shape
+        state.setdefault(index, {})[name] = value.reshape(shape)
+    if len(groups) != len(template["param_groups"]):
+        raise InputError(f"{path} does not fit this RFM's optimiser; delete the state folder to "
+                         "start over.")
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# ------------------------------------------------------------------ the run
+class _Run:
+    def __init__(self, events: Optional[EventSink], cancel: Optional[CancelToken]):
+        self.events, self.cancel = events, cancel
+
+    def progress(self, stage: str, fraction: float, message: str = "") -> None:
+        emit(self.events, progress_event(stage, fraction, message))
+
+    def check(self) -> None:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+
+
+class _LazyBuilder:
+    """Creates the SampleBuilder (vision + LLM) only when a sample is not cached yet."""
+
+    def __init__(self, make, cancel):
+        self._make, self.cancel, self._builder, self.device = make, cancel, None, None
+
+    def build(self, question):
+        if self._builder is None:
+            self._builder = self._make()
+            self.device = self._builder.llm.device
+        return self._builder.build(question)
+
+    def release(self) -> None:
+        self._builder = None
+
+
+def _torch_device(device: str) -> str:
+    from ..engine.llm import resolve_device
+
+    return resolve_device(device)
+
+
+def _prepare_output(src: Path, out: Path, resume: bool) -> Path:
+    state = out / STATE_DIR / STATE_FILE
+    if resume:
+        if not state.is_file():
+            raise InputError(f"Nothing to resume: {state} does not exist (run without --resume "
+                             "to start a distillation).")
+        return out
+    if (out / STATE_DIR).exists():
+        raise InputError(f"{out / STATE_DIR} holds an earlier distillation run: pass --resume to "
+                         "continue it, or delete that folder to start over.")
+    if out != src:
+        if out.exists() and any(out.iterdir()):
+            raise InputError(f"{out} already exists and is not empty: choose another --out.")
+        if out.exists():
+            out.rmdir()
+        shutil.copytree(src, out, ignore=shutil.ignore_patterns(STATE_DIR, ".*"))
+    return out
+
+
+def _student_rows(rfm, sample, layers, device):
+    import torch
+
+    embeds = torch.from_numpy(sample.embeds).to(device)
+    rows = rfm.forward_attention_rows(embeds, int(sample.query_index))
+    return torch.stack([rows[l] for l in layers])
+
+
+def _loss(rfm, sample, layers, settings, device):
+    import torch
+
+    student = _student_rows(rfm, sample, layers, device)
+    teacher = torch.from_numpy(sample.teacher).to(device)
+    return distill_loss(teacher, student, torch.from_numpy(sample.hr_mask).to(device), settings)
+
+
+def _evaluate(rfm, paths, layers, settings, device) -> float:
+    import torch
+
+    from .distill_data import Sample
+
+    with torch.no_grad():
+        losses = [float(_loss(rfm, Sample.load(p), layers, settings, device)[0]) for p in paths]
+    return float(np.mean(losses))
+
+
+def _order(count: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one pass over the training set (fixed by seed: resumable)."""
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
+def distill(bundle_dir, data_jsonl, out_dir=None, options: Optional[DistillOptions] = None,
+            events: Optional[EventSink] = None, cancel: Optional[CancelToken] = None
+            ) -> DistillReport:
+    """Train the RFM of `bundle_dir` (or of its copy `out_dir`) on the questions of `data_jsonl`."""
+    import torch
+
+    from ..engine.bundle import load_bundle
+    from ..engine.llm import LanguageModel
+    from ..engine.vision import VisionEncoder
+    from .bundle_writer import replace_rfm
+    from .distill_data import (Sample, SampleBuilder, prepare_samples, read_questions,
+                               split_heldout, teacher_layers)
+    from .rfm_torch import RegionFocusTorch
+
+    opts = options or DistillOptions()
+    if opts.steps < 1 or opts.save_every < 1 or not opts.lr > 0:
+        raise InputError("steps and save-every must be at least 1 and lr positive.")
+    run = _Run(events, cancel)
+    src = Path(bundle_dir).expanduser().resolve()
+    load_bundle(src)
+    questions = read_questions(data_jsonl, opts.images_dir)
+    train_q, held_q = split_heldout(questions, opts.heldout_fraction)
+    out = _prepare_output(src, Path(out_dir).expanduser().resolve() if out_dir else src,
+                          opts.resume)
+    bundle = load_bundle(out)
+    if bundle.rfm_weights_path is None:
+        raise BundleError(f"{out / 'rfm.safetensors'} is missing: the bundle has no trainable RFM "
+                          "weights; re-create it with `python -m rs_vqa_plugin convert`.")
+    state_dir = out / STATE_DIR
+    state_dir.mkdir(exist_ok=True)
+    state_path = state_dir / STATE_FILE
+    ids = [q.question_id for q in questions]
+    state = json.loads(state_path.read_text()) if opts.resume else {}
+    if opts.resume and state.get("questions") != ids:
+        raise InputError(f"{data_jsonl} lists other questions than the run in {state_dir} was "
+                         "started with: resume with the same data, or start over.")
+
+    rfm_path = state_dir / RFM_CHECKPOINT if opts.resume else bundle.rfm_weights_path
+    rfm = RegionFocusTorch.load(rfm_path)
+    layers = teacher_layers(rfm.config.layers, opts.pairs)
+
+    def make_builder():
+        run.progress("prepare", 0.0, "loading the vision encoder and the language model")
+        llm = LanguageModel(bundle, device=opts.device)
+        return SampleBuilder(bundle, VisionEncoder(bundle, device=opts.device), llm, layers,
+                             overview_cache_dir=state_dir / "overviews", cancel=cancel)
+
+    builder = _LazyBuilder(make_builder, cancel)   # a resumed run may need no teacher at all
+    train_paths = prepare_samples(builder, train_q, state_dir / "samples" / "train",
+                                  lambda f, m: run.progress("prepare", 0.9 * f, m))
+    held_paths = prepare_samples(builder, held_q, state_dir / "samples" / "heldout",
+                                 lambda f, m: run.progress("prepare", 0.9 + 0.1 * f, m))
+    device = builder.device or _torch_device(opts.device)
+    builder.release()   # the teacher's work is done; free its memory for training
+    rfm = rfm.to(device)
+
+    optimizer = torch.optim.Adam(rfm.parameters(), lr=opts.lr)
+    if opts.resume:
+        load_optimizer(optimizer, state_dir / OPTIMIZER_CHECKPOINT)
+        for group in optimizer.param_groups:
+            group["lr"] = opts.lr
+    settings = opts.loss
+    if "heldout_before" not in state:
+        rfm.eval()
+        state["heldout_before"] = _evaluate(rfm, held_paths, layers, settings, device)
+    state.update({"questions": ids, "train": len(train_q), "heldout": len(held_q),
+                  "layers": layers, "pairs": opts.pairs, "seed": opts.seed, "lr": opts.lr,
+                  "loss": settings.to_dict(), "data": Path(data_jsonl).name,
+                  "source_bundle": src.name})
+    state.setdefault("step", 0)
+    state.setdefault("losses", [])
+
+    def checkpoint() -> None:
+        rfm.save(state_dir / (RFM_CHECKPOINT + ".tmp"))
+        save_optimizer(optimizer, state_dir / (OPTIMIZER_CHECKPOINT + ".tmp"))
+        (state_dir / (RFM_CHECKPOINT + ".tmp")).replace(state_dir / RFM_CHECKPOINT)
+        (state_dir / (OPTIMIZER_CHECKPOINT + ".tmp")).replace(state_dir / OPTIMIZER_CHECKPOINT)
+        state_path.write_text(json.dumps(state, indent=1))
+
+    rfm.train()
+    start = int(state["step"])
+    run.progress("distill", start / opts.steps,
+                 f"held-out loss before: {state['heldout_before']:.4f}; from step {start}")
+    try:
+        for step in range(start, opts.steps):
+            run.check()
+            epoch, position = divmod(step, len(train_paths))
+            sample = Sample.load(train_paths[_order(len(train_paths), opts.seed, epoch)[position]])
+            loss, parts = _loss(rfm, sample, layers, settings, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state["step"] = step + 1
+            state["losses"].append(loss.item())
+            if state["step"] % opts.save_every == 0:
+                checkpoint()
+            run.progress("distill", state["step"] / opts.steps,
+                         f"step {state['step']}/{opts.steps}: loss {loss.item():.4f} (kl "
+                         f"{parts['kl'].item():.4f}, kl_hr {parts['kl_hr'].item():.4f})")
+    except Cancelled:
+        checkpoint()   # what was learnt so far is kept; --resume continues from here
+        raise
+    checkpoint()
+
+    rfm.eval()
+    after = _evaluate(rfm, held_paths, layers, settings, device)
+    state["heldout_after"] = after
+    state_path.write_text(json.dumps(state, indent=1))
+    run.progress("export", 0.0, f"held-out loss {state['heldout_before']:.4f} -> {after:.4f}; "
+                               "exporting rfm.onnx")
+    record = dict(settings.to_dict(), steps=int(state["step"]), lr=opts.lr, pairs=opts.pairs,
+                  distilled_layers=layers, seed=opts.seed, data=state["data"],
+                  train_questions=len(train_q), heldout_questions=len(held_q),
+                  heldout_loss_before=state["heldout_before"], heldout_loss_after=after,
+                  input="thumbnail + level 1", teacher="the bundle's LLM, eager attention rows")
+    fp16 = bool((bundle.manifest.vision or {}).get("fp16", False))
+    replace_rfm(out, rfm.cpu().float(), made="distilled", loss=record, fp16=fp16,
+                provenance_note=f"RFM distilled for {state['step']} steps on {state['data']}")
+    load_bundle(out)
+    run.progress("export", 1.0, f"bundle updated: {out}")
+    return DistillReport(bundle=out, steps=int(state["step"]),
+                         heldout_before=float(state["heldout_before"]), heldout_after=after,
+                         train_losses=list(state["losses"]), train_questions=len(train_q),
+                         heldout_questions=len(held_q))
