@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
@@ -18,8 +17,6 @@ from .common import (MODE_HELP, advanced, alpha_parameter, check_model_folder,
 from .feedback_bridge import FeedbackBridge
 from .runtime import missing_ml_packages, require_ml_runtime, runtime_help
 
-REQUIRED_KEYS = ("question_id", "image", "text")
-
 
 def score_fields() -> QgsFields:
     fields = QgsFields()
@@ -31,39 +28,18 @@ def score_fields() -> QgsFields:
 
 
 def read_questions(path: Path, images: Path, limit=None):
-    """LRS-VQA records, checked cheaply (keys, images present) before any model is loaded."""
+    """LRS-VQA records, checked cheaply (keys, unique ids, images present) before any model loads."""
     from ..engine.errors import InputError
-    from ..engine.scoring import read_jsonl
+    from ..engine.evaluate import load_questions
 
-    records = read_jsonl(path)
+    records = load_questions(path)
     if limit:
         records = records[:limit]
-    if not records:
-        raise InputError(f"{path} holds no questions.")
-    for number, record in enumerate(records, start=1):
-        missing = [key for key in REQUIRED_KEYS if key not in record]
-        if missing:
-            raise InputError(f"{path}, question {number}: no {', '.join(missing)}. LRS-VQA lines hold "
-                             "question_id, image, text, category and ground_truth.")
     absent = sorted({r["image"] for r in records if not (images / r["image"]).is_file()})
     if absent:
         raise InputError(f"{len(absent)} image(s) named in {path.name} are not in {images}, e.g. "
                          f"{absent[0]}: give the folder that holds the benchmark's images.")
     return records
-
-
-def read_done(answers_path: Path) -> dict:
-    """Answers already in the answers file, by question_id: a rerun resumes after them."""
-    done = {}
-    if answers_path.is_file():
-        for line in answers_path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash; that question is asked again
-            if isinstance(record, dict) and "question_id" in record:
-                done[str(record["question_id"])] = record
-    return done
 
 
 def score_rows(scores: dict):
@@ -160,6 +136,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
         from ..engine.errors import RsVqaError
+        from ..engine.evaluate import read_answers
 
         questions_path, images, limit = self._inputs(parameters, context)
         answers_path = Path(self.parameterAsFileOutput(parameters, "ANSWERS", context))
@@ -175,58 +152,51 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
         try:
             records = read_questions(questions_path, images, limit)
+            wanted = {str(r["question_id"]) for r in records}
+            already = len(wanted & set(read_answers(answers_path)))
         except RsVqaError as exc:
             raise QgsProcessingException(str(exc)) from exc
-        done = read_done(answers_path)
-        todo = [r for r in records if str(r["question_id"]) not in done]
-        feedback.pushInfo(f"{len(records)} questions, {len(records) - len(todo)} already answered in "
-                          f"{answers_path.name}, {len(todo)} to ask.")
+        todo = len(records) - already
+        feedback.pushInfo(f"{len(records)} questions, {already} already answered in "
+                          f"{answers_path.name}, {todo} to ask.")
         if todo:
             options = dict(mode=mode, alpha=alpha, n_max=n_max, max_new_tokens=max_tokens)
-            self._answer_all(todo, images, answers_path, model_dir, device, options, done, feedback)
-        return self._score(records, done, sink, sink_id, answers_path, feedback)
+            self._answer_all(records, todo, images, answers_path, model_dir, device, options, feedback)
+        return self._score(records, read_answers(answers_path), sink, sink_id, answers_path, feedback)
 
-    def _answer_all(self, todo, images, answers_path, model_dir, device, options, done, feedback):
+    def _answer_all(self, records, todo, images, answers_path, model_dir, device, options, feedback):
         require_ml_runtime()
         from ..engine.errors import Cancelled, RsVqaError
+        from ..engine.evaluate import run_questions
         from ..engine.pipeline import AskOptions, Engine
 
-        bridge = FeedbackBridge(feedback, total_units=len(todo))
-        answers_path.parent.mkdir(parents=True, exist_ok=True)
+        bridge = FeedbackBridge(feedback, total_units=todo)
+
+        def on_answer(number, total, record):
+            feedback.pushInfo(f"[{number}/{total}] {record['question_id']}: {record['text']}")
+            bridge.finish_unit(number - 1)
+
+        answered = 0
         try:
             feedback.pushInfo(f"Loading the model from {model_dir} ({device})…")
             engine = Engine(model_dir, device=device)
-            mode = options["mode"]
-            options = AskOptions(**options)
-            # Appended and flushed one answer at a time: whatever was answered survives a cancel.
-            with answers_path.open("a", encoding="utf-8") as out:
-                for index, record in enumerate(todo):
-                    if bridge.cancelled:
-                        raise Cancelled()
-                    bridge.start_unit(index)
-                    answer = engine.ask(images / record["image"], record["text"], options,
-                                        events=bridge, cancel=bridge.token)
-                    result = {"question_id": record["question_id"], "image": record["image"],
-                              "category": record.get("category", ""),
-                              "ground_truth": record.get("ground_truth", ""), "text": answer.text,
-                              "mode": mode, "seconds": answer.trace.get("seconds", {}).get("total"),
-                              "tiles_read": answer.trace.get("tiles_encoded"),
-                              "llm_vision_tokens": answer.trace.get("llm_vision_tokens")}
-                    out.write(json.dumps(result) + "\n")
-                    out.flush()
-                    done[str(record["question_id"])] = result
-                    bridge.finish_unit(index)
+            # run_questions appends and flushes one answer at a time and skips those already in
+            # the file: whatever was answered survives a cancel or a crash.
+            answered = run_questions(engine, records, images, answers_path, AskOptions(**options),
+                                     on_answer=on_answer, events=bridge, cancel=bridge.token)
         except Cancelled:
-            feedback.reportError(f"Cancelled; {len(done)} answers are in {answers_path}: run again "
+            feedback.reportError(f"Cancelled; the answers so far are in {answers_path}: run again "
                                  "with the same answers file to continue.")
         except RsVqaError as exc:
             raise QgsProcessingException(str(exc)) from exc
         finally:
             bridge.close()
+        return answered
 
     def _score(self, records, done, sink, sink_id, answers_path, feedback):
         from ..engine.scoring import format_scores, score_records
 
+        # Only this run's questions count (the file may hold more, e.g. from a run without LIMIT).
         answered = [done[str(r["question_id"])] for r in records if str(r["question_id"]) in done]
         scores = score_records(records, answered)
         fields = score_fields()
