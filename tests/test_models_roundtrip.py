@@ -144,3 +144,12 @@ def test_convert_refuses_bad_sources(tiny_llava_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "pytorch_model.bin" in err and "pickle" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_tiny_model_refuses_existing_folder_before_work(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["tiny-model", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"

@@ -16,14 +16,21 @@ from ..engine import bundle as B
 from ..engine.errors import BundleError
 
 
+def check_target(out_dir, overwrite: bool = False) -> Path:
+    """The resolved output folder; refuses a non-empty one unless overwrite (call it early, before
+    slow work)."""
+    final = Path(out_dir).expanduser().resolve()
+    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
+        raise BundleError(f"{final} already exists and is not empty: choose another output "
+                          "folder or pass --overwrite.")
+    return final
+
+
 class BundleWriter:
     """with BundleWriter(out) as w: w.save_llm(...); w.save_rfm(...); ...; w.finish(manifest)."""
 
     def __init__(self, out_dir, overwrite: bool = False):
-        self.final = Path(out_dir).expanduser().resolve()
-        if self.final.exists() and any(self.final.iterdir()) and not overwrite:
-            raise BundleError(f"{self.final} already exists and is not empty: choose another "
-                              "output folder or pass --overwrite.")
+        self.final = check_target(out_dir, overwrite)
         self.overwrite = overwrite
         self.dir = self.final.parent / f".{self.final.name}.partial-{os.getpid()}"
         if self.dir.exists():

@@ -21,13 +21,14 @@ def convert_hf_llava(src, out_dir, rfm_layers: Optional[Sequence[int]] = None, f
     import torch
     from transformers import AutoTokenizer
 
-    from .bundle_writer import BundleWriter, rfm_manifest_section
+    from .bundle_writer import BundleWriter, check_target, rfm_manifest_section
     from .export_vision import VisionGraph, export_vision_onnx, vision_spec
     from .llava_parts import extract_causal_lm, image_normalisation, load_llava, source_dtype
     from .quiet import quiet_model_libraries
     from .rfm_torch import RegionFocusTorch
 
     quiet_model_libraries()
+    check_target(out_dir, overwrite)
     src = Path(src).expanduser()
 
     def step(fraction: float, message: str) -> None:

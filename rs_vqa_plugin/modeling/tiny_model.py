@@ -119,8 +119,10 @@ def make_tiny_bundle(out_dir, cfg: TinyModelConfig | None = None, events=None,
     """Build the tiny LLaVA in a scratch folder and convert it into a bundle at out_dir."""
     import tempfile
 
+    from .bundle_writer import check_target
     from .convert_hf import convert_hf_llava
 
+    check_target(out_dir, overwrite)
     cfg = cfg or TinyModelConfig()
     with tempfile.TemporaryDirectory(prefix="rs-vqa-tiny-") as tmp:
         src = write_tiny_llava(Path(tmp) / "llava", cfg)
