@@ -254,3 +254,18 @@ def test_bad_options(engine, scene):
 def test_missing_model(tmp_path):
     with pytest.raises(BundleError, match="does not exist"):
         Engine(tmp_path / "no-model", device="cpu")
+
+
+def test_real_geotiff_answer(engine, tmp_path):
+    """NEON OSBS_029 (0.1 m aerial RGB, UTM 17N, nodata 255) from the deepforest wheel."""
+    import shutil
+
+    from tests.data_fetch import real_geotiff
+
+    path = shutil.copy(real_geotiff(), tmp_path / "osbs.tif")
+    answer = engine.ask(path, "How many trees are there?", AskOptions(mode="dip", max_new_tokens=2))
+    t = answer.trace
+    assert t["image_size"] == [400, 400] and t["levels"][0] == 1
+    assert t["llm_vision_tokens"] == t["thumbnail_tokens"] + t["kept_tokens"] + t["kept_rows"]
+    inside = _raster_footprint(path).Buffer(1e-6)
+    assert all(inside.Contains(_polygon(c.ring)) for c in answer.heat_cells)

@@ -41,7 +41,7 @@ def default_answers_path(questions: Path, mode: str, shard) -> Path:
 def run(args) -> int:
     from ..engine.errors import InputError
     from ..engine.evaluate import (load_questions, merge_answer_files, parse_shard, read_answers,
-                                   run_questions, select_shard)
+                                   select_shard)
     from ..engine.scoring import format_scores, score_records
 
     questions_path = Path(args.questions)
@@ -64,7 +64,7 @@ def run(args) -> int:
         if not Path(args.images).is_dir():
             raise InputError(f"--images {args.images} is not a folder.")
         scope = select_shard(questions, shard)
-        _answer(args, scope, answers_path, run_questions)
+        _answer(args, scope, answers_path)
 
     scores = score_records(scope, read_answers(answers_path).values())
     scores["answers"] = str(answers_path)
@@ -75,7 +75,8 @@ def run(args) -> int:
     return 0
 
 
-def _answer(args, questions, answers_path: Path, run_questions) -> None:
+def _answer(args, questions, answers_path: Path) -> None:
+    from ..engine.evaluate import run_questions
     from ..engine.pipeline import AskOptions, Engine
     from .ask import resolve_model
 

@@ -162,7 +162,8 @@ class Engine:
                         f"{source.width} x {source.height} px image (all {plan.finest.tile_count()} "
                         f"tiles of the finest level), above the limit of {options.full_token_limit}: "
                         "use mode 'dip', ask about a smaller scope, or raise full_token_limit.")
-                self._check_context(text_tokens + 1 + vision, f"Mode '{options.mode}' on this image")
+                self._check_context(text_tokens + 1 + vision + int(options.max_new_tokens),
+                                    f"Mode '{options.mode}' on this image")
             reader = PyramidReader(source, plan)
             with run.stage("read", 0.0, "reading the thumbnail"):
                 thumb_pixels, thumb_valid = reader.read_thumbnail()
@@ -179,7 +180,8 @@ class Engine:
             kept, kept_scores, passes, stop = self._look(run, reader, plan, options.mode, start_level,
                                                          alpha, n_max, prefix, thumb, suffix)
             final = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline, kept, suffix)
-            self._check_context(final.length, "The pruned image with the question")
+            self._check_context(final.length + int(options.max_new_tokens),
+                                "The kept image tokens with the question and the answer")
             pieces: List[str] = []
 
             def on_token(text: str) -> None:
