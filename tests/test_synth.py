@@ -187,3 +187,19 @@ def test_cli_synth_scene_and_questions(tmp_path, capsys):
     assert cli(["synth-scene", str(tmp_path / "b.tif"), "--size", "100", "--seed", "3"]) == 2
     assert "out of range" in capsys.readouterr().err
     assert cli(["synth-questions", str(tmp_path / "missing"), "--out", str(tmp_path / "x.jsonl")]) == 2
+
+
+def test_gallery_panels_png(scene_1024, tmp_path):
+    from rs_vqa_plugin.benchmark.gallery import PANEL, question_panels, thumbnail, write_png
+
+    side = read_sidecar(scene_1024)
+    obj = max(side["objects"], key=lambda o: o["size_px"])
+    ds = gdal.Open(str(scene_1024))
+    thumb, scale = thumbnail(ds)
+    assert thumb.shape == (PANEL, PANEL, 3) and scale == PANEL / 1024
+    panels = question_panels(ds, obj["bbox"], thumb, scale)
+    assert panels.shape == (PANEL, 3 * PANEL + 12, 3)
+    png = write_png(panels, tmp_path / "q.png")
+    back = gdal.Open(str(png))
+    assert (back.RasterXSize, back.RasterYSize, back.RasterCount) == (3 * PANEL + 12, PANEL, 3)
+    assert back.GetDriver().ShortName == "PNG"

@@ -77,7 +77,7 @@ def build_airport(b: Builder):
             x, y = frame.point(a0 + a, cc(c_term - 14 - length / 2))
             shape = "triangle" if b.rng.random() < 0.25 else "cross"
             b.add_object("aircraft", b.choose(AIRCRAFT_COLORS), shape, length, length * 0.95 if shape == "cross"
-                         else length * 0.62, "parked", apron, "concrete", x, y, to_terminal)
+                         else length * 0.94, "parked", apron, "concrete", x, y, to_terminal)
         elif b.rng.random() < 0.6:
             x, y = frame.point(a0 + a + b.rng.uniform(-20, 20), cc(c_term - b.rng.uniform(20, 90)))
             b.add_object("vehicle", b.choose(SERVICE_COLORS), "rectangle", b.rng.uniform(10, 16), 5,
@@ -100,7 +100,7 @@ def build_airport(b: Builder):
         x, y = frame.point(a0 + b.rng.uniform(ra1 + 100, ra2 - 100), cc(c_taxi + TAXI_W / 2))
         shape = "triangle" if b.rng.random() < 0.25 else "cross"
         b.add_object("aircraft", b.choose(AIRCRAFT_COLORS), shape, length, length * 0.95 if shape == "cross"
-                     else length * 0.62, "taxiing", taxiway, "taxiway", x, y,
+                     else length * 0.94, "taxiing", taxiway, "taxiway", x, y,
                      frame.along_angle + math.pi * int(b.rng.integers(0, 2)))
     # light aircraft parked on the grass beyond the apron's end
     for k in range(int(b.rng.integers(0, 3))):

@@ -84,6 +84,31 @@ def _urban(scene: Scene, x0, y0, w, h):
     return urban, gable
 
 
+BUSH_CELL = 36                       # at most one bush or rock per cell of open land
+
+
+def _clutter(scene: Scene, x0, y0, w, h):
+    """Bushes and rocks scattered over open land: a disc at a hashed spot in some cells.
+
+    Offsets depend on the cell column / row only and the radius on the cell, so it costs one
+    small gather and a few broadcast operations per pixel.
+    """
+    xs = np.arange(x0, x0 + w)
+    ys = np.arange(y0, y0 + h)
+    ix, iy = xs // BUSH_CELL, ys // BUSH_CELL
+    seed = scene.seed + 41
+    ox = 6 + (hash2(ix, 5, seed) % np.uint32(BUSH_CELL - 12)).astype(np.float32)
+    oy = 6 + (hash2(iy, 6, seed) % np.uint32(BUSH_CELL - 12)).astype(np.float32)
+    dx2 = ((xs % BUSH_CELL) - ox) ** 2
+    dy2 = ((ys % BUSH_CELL) - oy) ** 2
+    cells_x = np.arange(ix[0], ix[-1] + 1)
+    cells_y = np.arange(iy[0], iy[-1] + 1)
+    hc = hash2(cells_x[None, :], cells_y[:, None], seed + 1)
+    radius = np.where((hc % np.uint32(100)) < 22, 1.5 + ((hc >> np.uint32(8)) % np.uint32(4)), 0).astype(np.float32)
+    r2 = np.take(np.take(radius ** 2, iy - cells_y[0], axis=0), ix - cells_x[0], axis=1)
+    return (dy2[:, None] + dx2[None, :]) < r2
+
+
 def paint_patches(patches, x0, y0, w, h, cls):
     for patch in patches:
         px1, py1 = max(int(round(patch.x1)) - x0, 0), max(int(round(patch.y1)) - y0, 0)
@@ -145,12 +170,16 @@ def render_ground(scene: Scene, x0: int, y0: int, w: int, h: int, patches=None):
     cls[veg > 0.60] = C["FOREST"]
     cls[(veg < 0.33) & (veg >= 0.29)] = C["GRASS"]
     cls[veg < 0.29] = C["BARE_SOIL"]
+    open_land = cls <= C["HEDGE"]
+    open_land &= cls != C["FOREST"]
+    cls[open_land & _clutter(scene, x0, y0, w, h)] = C["HEDGE"]
     shade = np.ones((h, w), dtype=np.float32)
     urb = urban_field_grid(scene, x0, y0, w, h) > scene.urban_threshold
+    gable = None
     if urb.any():
         urban, gable = _urban(scene, x0, y0, w, h)
         cls[urb] = urban[urb]
-        shade[urb & gable] = 0.85
+        gable &= urb
     water = np.zeros((h, w), dtype=bool)
     if scene.sea is not None:
         band = _band(scene.sea.coast, x0, y0, w, h, 60.0)
@@ -189,6 +218,9 @@ def render_ground(scene: Scene, x0: int, y0: int, w: int, h: int, patches=None):
     if patches is None:
         patches = sorted(scene.patches, key=lambda p: p.layer)
     paint_patches(patches, x0, y0, w, h, cls)
+    if gable is not None:       # shade half-roofs only where buildings survived water and structures
+        gable &= (cls >= C["ROOF_RED"]) & (cls <= C["ROOF_DARK"])
+        shade[gable] = 0.85
     # crop rows only where crops survived water, roads and structures
     stripes *= (cls <= C["CROP_DARK"]) & (cls >= C["CROP_GREEN"])
     stripes *= 0.07

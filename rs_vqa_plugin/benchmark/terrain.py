@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .noise import grid_fbm, point_fbm, point_noise
+from .noise import grid_fbm, grid_noise, point_fbm, point_noise
 from .scene import Curve, Scene
 
 
@@ -77,19 +77,27 @@ def _city_bumps(scene: Scene, xs, ys):
     return total
 
 
+# a fine octave with more weight than fbm would give it: ragged, natural-looking class edges
+ROUGH_CELL, ROUGH_WEIGHT = 64.0, np.float32(0.07)
+
+
 def urban_field_points(scene: Scene, xs, ys) -> np.ndarray:
-    return point_fbm(xs, ys, urban_cells(scene), scene.seed + 23) + _city_bumps(scene, xs, ys)
+    rough = ROUGH_WEIGHT * (point_noise(xs, ys, ROUGH_CELL, scene.seed + 24) - 0.5)
+    return point_fbm(xs, ys, urban_cells(scene), scene.seed + 23) + rough + _city_bumps(scene, xs, ys)
 
 
 def urban_field_grid(scene: Scene, x0, y0, w, h) -> np.ndarray:
     xs = np.arange(x0, x0 + w, dtype=np.float32)[None, :]
     ys = np.arange(y0, y0 + h, dtype=np.float32)[:, None]
-    return grid_fbm(x0, y0, w, h, urban_cells(scene), scene.seed + 23) + _city_bumps(scene, xs, ys)
+    rough = ROUGH_WEIGHT * (grid_noise(x0, y0, w, h, ROUGH_CELL, scene.seed + 24) - 0.5)
+    return grid_fbm(x0, y0, w, h, urban_cells(scene), scene.seed + 23) + rough + _city_bumps(scene, xs, ys)
 
 
 def veg_field_points(scene: Scene, xs, ys) -> np.ndarray:
-    return point_fbm(xs, ys, veg_cells(scene), scene.seed + 11)
+    rough = ROUGH_WEIGHT * (point_noise(xs, ys, ROUGH_CELL, scene.seed + 12) - 0.5)
+    return point_fbm(xs, ys, veg_cells(scene), scene.seed + 11) + rough
 
 
 def veg_field_grid(scene: Scene, x0, y0, w, h) -> np.ndarray:
-    return grid_fbm(x0, y0, w, h, veg_cells(scene), scene.seed + 11)
+    rough = ROUGH_WEIGHT * (grid_noise(x0, y0, w, h, ROUGH_CELL, scene.seed + 12) - 0.5)
+    return grid_fbm(x0, y0, w, h, veg_cells(scene), scene.seed + 11) + rough
