@@ -88,7 +88,19 @@ def raster_group(project: QgsProject, raster_layer) -> QgsLayerTreeGroup:
     return group
 
 
+def focus_subset(layer: QgsVectorLayer) -> str:
+    """Show the finest level's kept tokens (else its selected tiles): scores are normalised per
+    level, so coarse tiles drawn under fine tokens would swamp them. The file keeps every cell;
+    clearing the layer's filter shows them all."""
+    for kind in ("token", "tile"):
+        levels = [f["level"] for f in layer.getFeatures(f"\"kind\" = '{kind}'")]
+        if levels:
+            return f"\"kind\" = '{kind}' AND \"level\" = {max(levels)}"
+    return ""
+
+
 def style_heat_layer(layer: QgsVectorLayer) -> None:
+    layer.setSubsetString(focus_subset(layer))
     layer.loadNamedStyle(str(resources_dir() / STYLE_FILE))
     renderer = layer.renderer()
     # The shipped style fixes the colours and opacity; the class breaks follow this answer's scores.

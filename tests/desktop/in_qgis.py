@@ -65,6 +65,9 @@ def poll():
     if turn is None or turn.status != "answered":
         return finish(False, error="the ask did not answer",
                       status=ctrl.dock.status_label.text(), turn=getattr(turn, "__dict__", None))
+    root = QgsProject.instance().layerTreeRoot()
+    for node in root.children():   # show the heat layer's name, hide the band legend
+        node.setExpanded(node.nodeType() == node.NodeGroup)
     iface.mapCanvas().refreshAllLayers()
     QTimer.singleShot(4000, lambda: shoot(turn))   # let the canvas render the heat layer
 

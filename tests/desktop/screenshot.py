@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 
 WORK = REPO / "build" / "screenshot"    # not under /tmp: QGIS treats /tmp layers as temporary
 OUTPUT = REPO / "resources" / "screenshots" / "dock.png"
-QUESTION = "Where are the ships in the harbour?"
+QUESTION = "How many ships are docked in the harbour?"
 TIMEOUT_S = 420
 
 
@@ -32,8 +32,8 @@ def demo_scene(folder: Path) -> Path:
     scene = folder / "demo_scene.tif"
     if scene.exists():
         return scene
-    from rs_vqa_plugin.commands import COMMANDS  # noqa: F401 (the registry knows synth-scene)
-
+    for stale in folder.glob(scene.name + ".*"):   # old overviews would be read instead of pixels
+        stale.unlink()
     try:
         import rs_vqa_plugin.commands.synth_scene  # noqa: F401
 
