@@ -1,7 +1,9 @@
-"""Other LLaVA families through the hf-llava converter: OneVision with a SigLIP tower, a Llama LLM
-and a learned image_newline in the checkpoint."""
+"""Other LLaVA families through the hf-llava converter: OneVision with a SigLIP tower, a Llama LLM,
+a learned image_newline in the checkpoint, bfloat16 weights."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -33,9 +35,11 @@ def onevision(tmp_path_factory):
     with torch.no_grad():
         model.model.image_newline.normal_()
     src = tmp_path_factory.mktemp("onevision") / "src"
+    # Saved in bfloat16 like real checkpoints; the float32 copy below holds the same values.
+    model = model.to(torch.bfloat16)
     model.save_pretrained(src)
     tokenizer.save_pretrained(src)
-    return model, src
+    return model.float(), src
 
 
 def test_onevision_siglip_llama_converts(onevision, tmp_path):
@@ -54,6 +58,8 @@ def test_onevision_siglip_llama_converts(onevision, tmp_path):
     assert m.image_mean == [0.5, 0.5, 0.5]
     assert m.embeddings["image_newline"] == "checkpoint image_newline"
     assert np.array_equal(bundle.newline, model.model.image_newline.detach().numpy())
+    assert m.llm["dtype"] == "bfloat16"
+    assert json.loads((bundle.llm_dir / "config.json").read_text())["dtype"] == "bfloat16"
 
     # Vision: SigLIP keeps every patch (no CLS), last hidden state, projector.
     pixels = np.random.default_rng(0).normal(size=(3, 3, 56, 56)).astype(np.float32)

@@ -44,7 +44,8 @@ def convert_hf_llava(src, out_dir, rfm_layers: Optional[Sequence[int]] = None, f
     mean, std = image_normalisation(src, parts.tower)
     with BundleWriter(out_dir, overwrite=overwrite) as writer, torch.no_grad():
         step(0.1, "exporting the vision encoder")
-        graph = VisionGraph(parts.vision_tower, parts.projector, spec).eval()
+        # ONNX parts are exported in float32 (fp16 on request) whatever the checkpoint's dtype.
+        graph = VisionGraph(parts.vision_tower.float(), parts.projector.float(), spec).eval()
         export_vision_onnx(graph, writer.path(B.VISION_ONNX), fp16=fp16)
 
         step(0.4, "copying and exporting the region focus module")

@@ -48,8 +48,9 @@ def check_safetensors(src: Path) -> None:
                           "safetensors first.")
 
 
-def load_llava(src) -> LlavaParts:
-    """Load a LLaVA-family folder offline, float32, safetensors only, no remote code."""
+def load_llava(src, dtype=None) -> LlavaParts:
+    """Load a LLaVA-family folder offline, safetensors only, no remote code. dtype None: the
+    checkpoint's own (bf16 stays bf16; the exporters make float32 copies of what they need)."""
     import torch
     import transformers
 
@@ -61,7 +62,7 @@ def load_llava(src) -> LlavaParts:
                           f"converter reads {', '.join(LLAVA_CLASSES)}.")
     check_safetensors(src)
     cls = getattr(transformers, LLAVA_CLASSES[model_type])
-    model = cls.from_pretrained(src, dtype=torch.float32, use_safetensors=True,
+    model = cls.from_pretrained(src, dtype=dtype or _raw_dtype(raw), use_safetensors=True,
                                 trust_remote_code=False, local_files_only=True).eval()
     inner = model.model
     family = model.config.text_config.model_type
@@ -78,26 +79,38 @@ def load_llava(src) -> LlavaParts:
 
 
 def extract_causal_lm(parts: LlavaParts, dtype=None):
-    """A stand-alone AutoModelForCausalLM holding the LLaVA's LLM weights (shared, not copied)."""
+    """A stand-alone AutoModelForCausalLM holding the LLaVA's LLM weights: the tensors are shared
+    (built on the meta device, then assigned), so a 7B model is never held twice in memory."""
     import torch
     from transformers import AutoModelForCausalLM
-    from transformers.initialization import no_init_weights
 
     text_config = parts.config.text_config
-    with no_init_weights():
-        lm = AutoModelForCausalLM.from_config(text_config, dtype=torch.float32)
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(text_config)
     state = {f"model.{k}": v for k, v in parts.language_model.state_dict().items()}
     state["lm_head.weight"] = parts.lm_head.weight
-    missing, unexpected = lm.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("lm_head.weight")
-               or not getattr(text_config, "tie_word_embeddings", False)]
+    missing, unexpected = lm.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise BundleError(f"LLM weights do not fit {type(lm).__name__}: missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]}.")
+    _rebuild_meta_buffers(lm)
     lm.generation_config.eos_token_id = text_config.eos_token_id
     if dtype is not None:
         lm = lm.to(dtype)
+    lm.config.dtype = next(lm.parameters()).dtype
     return lm.eval()
+
+
+def _rebuild_meta_buffers(lm) -> None:
+    """Non-persistent buffers (RoPE inv_freq) are not in the state dict and stay on the meta
+    device: rebuild the modules that own them from their config, on the CPU."""
+    for name, module in list(lm.named_modules()):
+        if any(b.is_meta for b in module.buffers(recurse=False)) and hasattr(module, "config"):
+            parent = lm.get_submodule(name.rsplit(".", 1)[0]) if "." in name else lm
+            setattr(parent, name.rsplit(".", 1)[-1], type(module)(config=module.config))
+    left = [n for n, t in list(lm.named_parameters()) + list(lm.named_buffers()) if t.is_meta]
+    if left:
+        raise BundleError(f"Could not materialise LLM tensors {left[:3]} while extracting it.")
 
 
 def image_normalisation(src: Path, tower: str):
@@ -108,6 +121,15 @@ def image_normalisation(src: Path, tower: str):
         if "image_mean" in data and "image_std" in data:
             return [float(x) for x in data["image_mean"]], [float(x) for x in data["image_std"]]
     return (SIGLIP_MEAN, SIGLIP_STD) if tower == "siglip" else (CLIP_MEAN, CLIP_STD)
+
+
+def _raw_dtype(raw: dict):
+    import torch
+
+    text = raw.get("text_config") or {}
+    name = text.get("dtype") or text.get("torch_dtype") or raw.get("dtype") or raw.get(
+        "torch_dtype")
+    return getattr(torch, str(name), torch.float32) if name else torch.float32
 
 
 def source_dtype(config):
