@@ -189,6 +189,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             max_new_tokens=self.parameterAsInt(parameters, "MAX_TOKENS", context),
         )
         device = self.parameterAsEnumString(parameters, "DEVICE", context)
+        require_ml_runtime()  # before any output file is created
 
         sink, sink_id = self.parameterAsSink(parameters, "OUTPUT", context, answer_fields(),
                                              QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
@@ -196,7 +197,6 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
         heat_sink, heat_id = self.parameterAsSink(parameters, "HEATMAP", context, heat_fields(),
                                                   QgsWkbTypes.Polygon, layer.crs())
-        require_ml_runtime()
         from ..engine.errors import Cancelled, RsVqaError
         from ..engine.pipeline import AskOptions, Engine
 
