@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
@@ -105,6 +106,10 @@ def style_heat_layer(layer: QgsVectorLayer) -> None:
     renderer = layer.renderer()
     # The shipped style fixes the colours and opacity; the class breaks follow this answer's scores.
     if renderer is not None and renderer.type() == "graduatedSymbol" and layer.featureCount():
+        top = layer.maximumValue(layer.fields().indexOf("score")) or 1.0
+        # Token scores are softmax shares (often 1e-3): enough decimals to tell classes apart.
+        precision = max(2, 2 - int(math.floor(math.log10(abs(float(top)) or 1.0))))
+        renderer.classificationMethod().setLabelPrecision(precision)
         renderer.updateClasses(layer, len(renderer.ranges()) or 5)
 
 

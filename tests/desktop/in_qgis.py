@@ -66,8 +66,10 @@ def poll():
         return finish(False, error="the ask did not answer",
                       status=ctrl.dock.status_label.text(), turn=getattr(turn, "__dict__", None))
     root = QgsProject.instance().layerTreeRoot()
-    for node in root.children():   # show the heat layer's name, hide the band legend
-        node.setExpanded(node.nodeType() == node.NodeGroup)
+    iface.layerTreeView().expandAll()   # show the heat layer's name and legend...
+    for node in root.children():        # ...but not the raster's band legend
+        if node.nodeType() != node.NodeGroup:
+            node.setExpanded(False)
     iface.mapCanvas().refreshAllLayers()
     QTimer.singleShot(4000, lambda: shoot(turn))   # let the canvas render the heat layer
 
