@@ -104,7 +104,8 @@ cmd_package() {
   version="$(sed -n 's/^version=//p' metadata.txt)"
   out="$ROOT/dist/rs_vqa_plugin-$version.zip"
   stage="$(mktemp -d)"
-  trap 'rm -rf "$stage"' RETURN
+  # Expanded now: the trap runs after this function's locals are gone (set -u).
+  trap "rm -rf '$stage'" RETURN
   mkdir -p "$stage/rs_vqa_plugin" "$ROOT/dist"
   # QGIS expects one folder in the zip holding the package, metadata.txt and the icon.
   (cd rs_vqa_plugin && find . -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
