@@ -106,12 +106,14 @@ cmd_package() {
   stage="$(mktemp -d)"
   # Expanded now: the trap runs after this function's locals are gone (set -u).
   trap "rm -rf '$stage'" RETURN
-  mkdir -p "$stage/rs_vqa_plugin" "$ROOT/dist"
+  mkdir -p "$stage/rs_vqa_plugin/resources" "$ROOT/dist"
   # QGIS expects one folder in the zip holding the package, metadata.txt and the icon.
   (cd rs_vqa_plugin && find . -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
       -exec cp --parents {} "$stage/rs_vqa_plugin/" \;)
   cp metadata.txt LICENSE "$stage/rs_vqa_plugin/"
-  cp -r resources "$stage/rs_vqa_plugin/resources"
+  # README pictures (screenshots, gallery) are not needed inside QGIS.
+  (cd resources && find . -type f ! -path './screenshots/*' ! -path './gallery/*' \
+      -exec cp --parents {} "$stage/rs_vqa_plugin/resources/" \;)
   if [ -d models/default ] && [ -f models/default/manifest.json ]; then
     mkdir -p "$stage/rs_vqa_plugin/models"
     cp -r models/default "$stage/rs_vqa_plugin/models/default"
