@@ -28,6 +28,8 @@ def main() -> int:
     parser.add_argument("--categories", nargs="*", default=["object color", "object status", "object shape",
                                                                "object category", "object background"])
     parser.add_argument("--ids", nargs="*", help="question ids to draw (instead of sampling)")
+    parser.add_argument("--bits", type=int, default=8, choices=range(4, 9), metavar="4..8",
+                        help="bits per channel kept (6 makes README-sized PNGs of about 150 KB)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +52,11 @@ def main() -> int:
             thumbs[q["image"]] = thumbnail(ds)
         thumb, scale = thumbs[q["image"]]
         png = out / f"{q['question_id']}.png"
-        write_png(question_panels(ds, q["hbox"], thumb, scale), png)
+        panels = question_panels(ds, q["hbox"], thumb, scale)
+        if args.bits < 8:
+            drop = 8 - args.bits
+            panels = ((panels >> drop) << drop) | (1 << (drop - 1))
+        write_png(panels.astype("uint8"), png)
         text = q["text"].replace(" Answer the question using a single word or phrase.", "")
         lines.append(f"- `{png.name}` ({q['image']}, {q['image_size'][0]} px, {q['category']}): {text} -> "
                      f"**{q['ground_truth']}** (box {q['hbox']})")

@@ -111,9 +111,16 @@ def _worker_strip(y0: int) -> np.ndarray:
     return render_strip(_WORKER_RENDERER, y0)
 
 
+def can_spawn_workers() -> bool:
+    """Inside QGIS sys.executable is QGIS itself, not Python: render in-process there."""
+    import sys
+
+    return "python" in Path(sys.executable).name.lower()
+
+
 def default_workers(scene: Scene) -> int:
     # worker start-up (~1 s) only pays off on big scenes
-    if scene.width * scene.height < 4096 * 4096:
+    if scene.width * scene.height < 4096 * 4096 or not can_spawn_workers():
         return 1
     return max(1, min(2, os.cpu_count() or 1))
 
@@ -169,6 +176,8 @@ def write_geotiff(scene: Scene, path, events: Optional[EventSink] = None,
     if not path.parent.is_dir():
         raise InputError(f"{path.parent} does not exist: create the folder first.")
     workers = default_workers(scene) if workers is None else max(1, int(workers))
+    if not can_spawn_workers():
+        workers = 1
     tmp = path.with_name(path.name + ".part")
     old_cache = gdal.GetCacheMax()
     gdal.SetCacheMax(64 * 1024 * 1024)        # a couple of block rows; keeps memory flat
