@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -99,8 +100,26 @@ def make_broken_bundle(folder: Path) -> Path:
     return folder
 
 
-def test_the_gui_side_never_imports_the_ml_stack(controller):
-    assert not [name for name in HEAVY if name in sys.modules]
+def test_the_gui_side_never_imports_the_ml_stack(tmp_path):
+    # In a fresh process: this pytest process may already hold torch from other tests' fixtures.
+    import subprocess
+
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import pkgutil, importlib, sys\n"
+        "from tests.qgis_support import start_qgis\n"
+        "start_qgis()\n"
+        "import rs_vqa_plugin.gui as gui\n"
+        "for m in pkgutil.iter_modules(gui.__path__):\n"
+        "    importlib.import_module('rs_vqa_plugin.gui.' + m.name)\n"
+        "from rs_vqa_plugin.gui.dock_controller import DockController\n"
+        "DockController(None).unload()\n"
+        f"print([n for n in {HEAVY!r} if n in sys.modules])\n")
+    repo = str(Path(__file__).resolve().parent.parent)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=repo,
+                            env=dict(os.environ, PYTHONPATH=repo), timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_clear_messages_for_bad_inputs(controller, project, tmp_path):

@@ -44,6 +44,9 @@ class SettingsDialog(QDialog):
         browse_model = QPushButton(self.tr("Browse…"))
         browse_model.clicked.connect(self._browse_model)
         form.addRow(self.tr("Model folder"), _row(self.model_edit, browse_model))
+        self.folders_edit = QLineEdit(";".join(settings.model_folders))
+        self.folders_edit.setPlaceholderText(self.tr("more folders holding bundles, separated by ;"))
+        form.addRow(self.tr("Model search folders"), self.folders_edit)
         self.device_combo = QComboBox()
         for device, label in zip(DEVICES, (self.tr("Auto"), self.tr("CPU"), self.tr("GPU (CUDA)"))):
             self.device_combo.addItem(label, device)
@@ -83,6 +86,8 @@ class SettingsDialog(QDialog):
     def result_settings(self) -> PluginSettings:
         return replace(self.settings, python=self.python_edit.text().strip(),
                        model_dir=self.model_edit.text().strip(),
+                       model_folders=[f.strip() for f in self.folders_edit.text().split(";")
+                                      if f.strip()],
                        device=self.device_combo.currentData(),
                        alpha=self.alpha_spin.value() or None, n_max=self.nmax_spin.value() or None,
                        max_new_tokens=self.tokens_spin.value())
