@@ -145,6 +145,10 @@ def test_convert_refuses_bad_sources(tiny_llava_dir, tmp_path, capsys):
     assert "pytorch_model.bin" in err and "pickle" in err
     assert not (tmp_path / "c").exists()
 
+    assert main(["convert", str(tiny_llava_dir), str(tmp_path / "d"), "--rfm-layers", "2,7"]) == 2
+    assert "does not exist: the LLM has 4 layers" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.partial*"))
+
 
 def test_tiny_model_refuses_existing_folder_before_work(tmp_path, capsys):
     out = tmp_path / "taken"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..engine import bundle as B
+from ..engine.errors import InputError
 from ..engine.progress import emit, progress_event
 from ..engine.prompt import DEFAULT_SYSTEM_PROMPTS, IMAGE_PLACEHOLDER, choose_template
 
@@ -50,7 +51,10 @@ def convert_hf_llava(src, out_dir, rfm_layers: Optional[Sequence[int]] = None, f
 
         step(0.4, "copying and exporting the region focus module")
         lm = extract_causal_lm(parts)
-        rfm = RegionFocusTorch.from_llm(lm, rfm_layers)
+        try:
+            rfm = RegionFocusTorch.from_llm(lm, rfm_layers)
+        except ValueError as exc:
+            raise InputError(f"RFM layers for {src}: {exc}") from exc
         writer.save_rfm(rfm, fp16=fp16)
 
         step(0.6, "embeddings")
