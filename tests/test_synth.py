@@ -203,3 +203,17 @@ def test_gallery_panels_png(scene_1024, tmp_path):
     back = gdal.Open(str(png))
     assert (back.RasterXSize, back.RasterYSize, back.RasterCount) == (3 * PANEL + 12, PANEL, 3)
     assert back.GetDriver().ShortName == "PNG"
+
+
+def test_compass_words_match_pixel_directions():
+    """North is up (small y), west is left (small x): checked on hand-made contexts."""
+    from rs_vqa_plugin.benchmark.references import context_phrase
+
+    lots = [{"id": "p1", "kind": "parking_lot", "name": "parking lot", "bbox": [100, 100, 200, 200]},
+            {"id": "p2", "kind": "parking_lot", "name": "parking lot", "bbox": [900, 900, 1000, 1000]}]
+    side = {"contexts": lots, "objects": [], "size": [2000, 2000]}
+    assert context_phrase(side, lots[0]) == "in the northernmost parking lot"
+    assert context_phrase(side, lots[1]) == "in the southernmost parking lot"
+    lots[1]["bbox"] = [900, 110, 1000, 210]          # same latitude: west / east decide
+    assert context_phrase(side, lots[0]) == "in the westernmost parking lot"
+    assert context_phrase(side, lots[1]) == "in the easternmost parking lot"

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 from .references import (BACKGROUNDS, CATEGORIES, COLORS, EXTREMES, PLURALS, SINGULARS, STATUSES, URBAN_SHARE,
-                         RURAL_SHARE, filter_objects, objects_in, pick, region_box, resolve_context, urban_share)
+                         RURAL_SHARE, around_box, around_name, filter_objects, objects_in, pick, region_box,
+                         resolve_context, urban_share)
 from .scene import read_sidecar
 
 _alt = lambda words: "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))  # noqa: E731
@@ -24,9 +25,14 @@ LARGER = re.compile(r"^Is (?P<r1>the .+?) larger than (?P<r2>the .+)\?$")
 SAME = re.compile(r"^Are (?P<r1>the .+?) and (?P<r2>the .+) the same color\?$")
 EXISTS = re.compile(rf"^Is there an? (?P<color>{_alt(COLORS)}) (?P<noun>{NOUN}) (?P<ctx>(?:at|on|in) .+)\?$")
 RURAL = re.compile(r"^Is the (?P<region>.+?)(?: of the image| in the image) rural or urban\?$")
+AROUND = re.compile(r"^Is the area around (?P<name>the .+) rural or urban\?$")
 SUFFIX = " Answer the question using a single word or phrase."
 UNKNOWN = "unknown"
 assert "background" not in BACKGROUNDS  # attribute names and answers never overlap
+
+
+def _rural_or_urban(share: float) -> str:
+    return "urban" if share >= (URBAN_SHARE + RURAL_SHARE) / 2 else "rural"
 
 
 def _context(sidecar, phrase) -> Optional[dict]:
@@ -75,13 +81,16 @@ def answer(sidecar: dict, question: str) -> str:
         if ctx is None:
             return UNKNOWN
         return "yes" if filter_objects(objects_in(sidecar, ctx), m["noun"], m["color"]) else "no"
+    if m := AROUND.match(q):
+        ctx = next((c for c in sidecar["contexts"] if around_name(sidecar, c) == m["name"]), None)
+        if ctx is None:
+            return UNKNOWN
+        return _rural_or_urban(urban_share(sidecar, around_box(sidecar, ctx)))
     if m := RURAL.match(q):
-        region = m["region"]
         try:
-            share = urban_share(sidecar, region_box(sidecar, region))
+            return _rural_or_urban(urban_share(sidecar, region_box(sidecar, m["region"])))
         except KeyError:
             return UNKNOWN
-        return "urban" if share >= (URBAN_SHARE + RURAL_SHARE) / 2 else "rural"
     return UNKNOWN
 
 

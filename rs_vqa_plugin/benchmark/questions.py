@@ -8,8 +8,8 @@ from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
-from .references import (EXTREMES, PLURALS, REGIONS, RURAL_SHARE, URBAN_SHARE, context_phrase, filter_objects,
-                         objects_in, pick, reference_text, region_box, urban_share)
+from .references import (EXTREMES, PLURALS, REGIONS, RURAL_SHARE, URBAN_SHARE, around_box, around_name,
+                         context_phrase, filter_objects, objects_in, pick, reference_text, region_box, urban_share)
 
 SUFFIX = " Answer the question using a single word or phrase."
 SUBSET = "SYNTH"
@@ -88,13 +88,16 @@ def candidates(sidecar: dict) -> Dict[str, List[dict]]:
         words = " ".join(w for w in (color, PLURALS[noun], "are", status, phrase) if w)
         cands["count"].append({"text": f"How many {words}?", "answer": str(n), "hbox": None})
     _reasoning(sidecar, refs, counts, cands["reasoning"])
-    for region in list(REGIONS) + ["area"]:
-        box = region_box(sidecar, region)
+    regions = [(f"Is the {r} of the image rural or urban?", region_box(sidecar, r)) for r in REGIONS]
+    regions.append(("Is the area in the image rural or urban?", region_box(sidecar, "area")))
+    for ctx in sidecar["contexts"]:
+        name = around_name(sidecar, ctx)
+        if name:
+            regions.append((f"Is the area around {name} rural or urban?", around_box(sidecar, ctx)))
+    for text, box in regions:
         share = urban_share(sidecar, box)
         if RURAL_SHARE < share < URBAN_SHARE:
             continue
-        text = ("Is the area in the image rural or urban?" if region == "area"
-                else f"Is the {region} of the image rural or urban?")
         cands["rural or urban"].append({"text": text, "answer": "urban" if share >= URBAN_SHARE else "rural",
                                         "hbox": box})
     return cands

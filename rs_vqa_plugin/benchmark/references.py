@@ -19,7 +19,8 @@ BACKGROUNDS = ("water", "concrete", "taxiway", "grass", "parking lot", "road", "
 EXTREMES = ("top-most", "bottom-most", "left-most", "right-most", "largest", "smallest")
 PREPOSITIONS = {"harbour": "at", "airport": "at", "apron": "on", "taxiway": "on", "tank_farm": "in",
                 "parking_lot": "in", "bridge": "on", "sea": "at"}
-DIRECTIONS = {"northernmost": (1, -1), "southernmost": (1, 1), "westernmost": (0, -1), "easternmost": (0, 1)}
+DIRECTIONS = {"northernmost": (1, 1), "southernmost": (1, -1), "westernmost": (0, 1), "easternmost": (0, -1)}
+# (axis, sign): the context with the smallest sign * centre[axis] wins; north is up (small y)
 CONTEXT_MARGIN = 200      # px between the extreme context and the next one for "the northernmost ..."
 SIZE_RATIO = 1.25         # largest / smallest must beat the runner-up by this factor
 
@@ -118,8 +119,10 @@ REGIONS = {  # name -> (x1, y1, x2, y2) as fractions of the image
     "north-west quarter": (0, 0, .5, .5), "north-east quarter": (.5, 0, 1, .5),
     "south-west quarter": (0, .5, .5, 1), "south-east quarter": (.5, .5, 1, 1),
     "northern half": (0, 0, 1, .5), "southern half": (0, .5, 1, 1),
-    "western half": (0, 0, .5, 1), "eastern half": (.5, 0, 1, 1),
+    "western half": (0, 0, .5, 1), "eastern half": (.5, 0, 1, 1), "centre": (.25, .25, .75, .75),
 }
+AROUND_KINDS = ("harbour", "airport", "tank_farm", "parking_lot", "bridge")
+AROUND_MARGIN = 1000      # px added on every side of a context for "the area around ..."
 URBAN_SHARE = 0.30        # share of land that is built-up above which an area is "urban"
 RURAL_SHARE = 0.06        # ... and below which it is "rural"; areas in between are not asked about
 
@@ -130,6 +133,21 @@ def region_box(sidecar: dict, region: str) -> List[int]:
         return [0, 0, w, h]
     fx1, fy1, fx2, fy2 = REGIONS[region]
     return [int(fx1 * w), int(fy1 * h), int(fx2 * w), int(fy2 * h)]
+
+
+def around_name(sidecar: dict, ctx: dict) -> Optional[str]:
+    """'the harbour', 'the northernmost parking lot' (a context phrase without its preposition)."""
+    if ctx["kind"] not in AROUND_KINDS:
+        return None
+    phrase = context_phrase(sidecar, ctx)
+    return phrase.split(" ", 1)[1] if phrase else None
+
+
+def around_box(sidecar: dict, ctx: dict) -> List[int]:
+    w, h = sidecar["size"]
+    x1, y1, x2, y2 = ctx["bbox"]
+    return [max(0, x1 - AROUND_MARGIN), max(0, y1 - AROUND_MARGIN), min(w, x2 + AROUND_MARGIN),
+            min(h, y2 + AROUND_MARGIN)]
 
 
 def urban_share(sidecar: dict, box) -> float:
