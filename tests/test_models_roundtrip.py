@@ -157,3 +157,14 @@ def test_tiny_model_refuses_existing_folder_before_work(tmp_path, capsys):
     assert main(["tiny-model", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_streaming_holds_back_split_characters(llm):
+    """Byte-level tokens can split one character: pieces never carry a half character."""
+    ids = llm.tokenizer("Ödön's café", add_special_tokens=False)["input_ids"]
+    assert len(ids) > len("Ödön's café") // 2                   # really split into byte tokens
+    pieces, emitted = [], ""
+    for n in range(1, len(ids) + 1):
+        emitted = llm._stream(ids[:n], emitted, pieces.append)
+    assert "".join(pieces) == "Ödön's café"
+    assert not any("\ufffd" in piece for piece in pieces)

@@ -164,7 +164,11 @@ class LanguageModel:
                 generated.append(token)
                 emitted = self._stream(generated, emitted, on_token)
                 inputs = self._embedding(torch.tensor([[token]], device=self.device))
-        return self.tokenizer.decode(generated, skip_special_tokens=True)
+        text = self.tokenizer.decode(generated, skip_special_tokens=True)
+        # Flush what was held back (an unfinished character at the very end).
+        if on_token is not None and text.startswith(emitted) and len(text) > len(emitted):
+            on_token(text[len(emitted):])
+        return text
 
     def _stream(self, generated: List[int], emitted: str, on_token) -> str:
         """Decode all tokens so far and pass on the new text; a word split over several tokens
