@@ -18,12 +18,8 @@ from tests.rasters import make_rgb_scene
 HAVE_ENGINE = importlib.util.find_spec("rs_vqa_plugin.engine.pipeline") is not None
 needs_engine = pytest.mark.skipif(not HAVE_ENGINE, reason="engine/pipeline.py not landed yet")
 
-try:
-    from tests.fixtures_models import tiny_bundle, tiny_llava_dir  # noqa: F401 (fixtures)
-except ImportError:
-    @pytest.fixture(scope="session")
-    def tiny_bundle():
-        pytest.skip("tests/fixtures_models.py (stream B) has not landed yet")
+# Registered once per session as a plugin, so both modules share one tiny bundle build.
+pytest_plugins = ["tests.fixtures_models"]
 
 HEAVY = ("torch", "transformers", "onnxruntime", "rs_vqa_plugin.engine.pipeline",
          "rs_vqa_plugin.engine.vision", "rs_vqa_plugin.engine.rfm", "rs_vqa_plugin.engine.llm")
