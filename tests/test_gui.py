@@ -212,6 +212,16 @@ def test_worker_death_is_reported_and_the_next_start_is_fresh(controller):
     assert "crashed or was killed" in controller.dock.status_label.text()
     assert client.start() is None and client.process.processId() != first_pid
 
+    # A hung worker (here frozen with SIGSTOP) stops its heartbeats and is ended by the watchdog.
+    import signal
+
+    client.heartbeat_timeout_s = 1.5
+    spin_until(lambda: False, 0.5)   # let the fresh worker start talking
+    os.kill(client.process.processId(), signal.SIGSTOP)
+    assert spin_until(lambda: len(deaths) == 2, 15)
+    assert "stopped responding" in deaths[1]
+    client.heartbeat_timeout_s = 30.0
+
 
 def test_history_is_saved_with_the_project_and_exported(controller, project, raster_layer,
                                                         tmp_path):

@@ -31,12 +31,12 @@ def default_engine_factory(model: str, device: str, events: Callable) -> Any:
     # Imported here: torch/onnxruntime load only when a model is really loaded.
     try:
         from .pipeline import Engine
-    except ImportError as exc:
+
+        return Engine(model, device=device, events=events)
+    except ImportError as exc:   # a runtime without the ML stack: say which Python and what to do
         raise RuntimeSetupError(f"This runtime ({sys.executable}) cannot load the engine "
                                 f"({exc}): run ./build.sh setup, or point the plugin's settings "
                                 "at the Python it creates.") from exc
-
-    return Engine(model, device=device, events=events)
 
 
 def make_ask_options(options: Dict[str, Any]) -> Any:
