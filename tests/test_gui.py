@@ -297,6 +297,7 @@ def test_ask_streams_an_answer_and_adds_the_heat_layer(controller, project, rast
     raster_box = QgsGeometry.fromRect(raster_layer.extent()).buffer(1e-6, 1)
     assert all(raster_box.contains(f.geometry()) for f in heat.getFeatures())
     assert heat.renderer().type() == "graduatedSymbol" and heat.opacity() < 1.0
+    assert heat in controller.dock.polygon_combo.exceptedLayerList()   # not offered as a scope
     group = project.layerTreeRoot().findGroup("RS-VQA: harbour")
     assert group is not None and group.findLayer(heat.id()) is not None
     assert Path(turn.heat_path).parent == tmp_path / "rs_vqa_heatmaps"

@@ -46,6 +46,8 @@ class ChatDock(QgsDockWidget):
         self.scope_combo.addItem(self.tr("Selected polygon of"), POLYGON)
         self.polygon_combo = QgsMapLayerComboBox(body)
         self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.polygon_combo.setAllowEmptyLayer(True)
+        self.polygon_combo.setLayer(None)
         self.polygon_combo.setEnabled(False)
         self.scope_combo.currentIndexChanged.connect(
             lambda _i: self.polygon_combo.setEnabled(self.scope() == POLYGON))

@@ -14,7 +14,7 @@ from qgis.PyQt.QtWidgets import QFileDialog
 
 from .ask_task import AskTask
 from .dock import ChatDock
-from .heat_layer import add_heat_layer
+from .heat_layer import add_heat_layer, heat_layers
 from .history import Conversations, Turn, export_csv, export_markdown, stats_from_trace
 from .models import check_bundle, find_bundles
 from .scope import ScopeError, resolve_scope
@@ -66,6 +66,7 @@ class DockController(QObject):
         self._connect(self.dock.model_combo.activated, self._on_model_chosen)
         self._connect(self.project.readProject, self._on_project_read)
         self._connect(self.project.cleared, self._on_project_cleared)
+        self._connect(self.project.layersAdded, lambda _layers: self._hide_heat_from_scope())
         self.fill_models()
         self.refresh()
 
@@ -256,6 +257,10 @@ class DockController(QObject):
         self.dock.show_status(status, error)
         self.conversations.save_to_project(self.project)
         self.refresh()
+
+    def _hide_heat_from_scope(self) -> None:
+        # Our heat cells are polygons too, but never a scope a person means to choose.
+        self.dock.polygon_combo.setExceptedLayerList(heat_layers(self.project))
 
     # ---- the conversation ----------------------------------------------------------------
     def current_turns(self):

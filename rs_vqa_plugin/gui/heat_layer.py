@@ -19,6 +19,7 @@ from .settings import plugin_data_dir
 STYLE_FILE = "heatmap.qml"
 GROUP_PREFIX = "RS-VQA: "
 MAX_NAME = 60
+HEAT_PROPERTY = "rs_vqa/heatmap"
 
 
 def tr(text: str) -> str:
@@ -33,6 +34,11 @@ def heatmap_folder(project: QgsProject) -> Path:
         folder = plugin_data_dir() / "heatmaps"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def heat_layers(project: QgsProject) -> list:
+    return [layer for layer in project.mapLayers().values()
+            if layer.customProperty(HEAT_PROPERTY, False)]
 
 
 def layer_name_for(question: str) -> str:
@@ -126,6 +132,7 @@ def add_heat_layer(project: QgsProject, raster_layer, answer: dict,
     if not layer.isValid():
         raise OSError(tr("The heatmap {path} was written but cannot be opened.").format(path=path))
     style_heat_layer(layer)
+    layer.setCustomProperty(HEAT_PROPERTY, True)   # saved with the project: ours, not a scope
     project.addMapLayer(layer, False)
     raster_group(project, raster_layer).insertLayer(0, layer)
     return layer
