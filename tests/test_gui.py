@@ -248,6 +248,24 @@ def test_history_is_saved_with_the_project_and_exported(controller, project, ras
     assert rows[0]["answer"] == "three" and rows[0]["levels"] == "1 2" and rows[1]["status"] == "stopped"
 
 
+def test_settings_round_trip_through_qgssettings(qgis_app, tmp_path):
+    from qgis.core import QgsSettings
+    from qgis.PyQt.QtCore import QSettings
+
+    from rs_vqa_plugin.gui.settings import PluginSettings, load_settings, save_settings
+
+    store = QgsSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    wanted = PluginSettings(python="/opt/rt/bin/python", model_dir="/data/bundles/a",
+                            model_folders=["/data/bundles", "/mnt/models"], device="cuda",
+                            alpha=0.3, n_max=40, max_new_tokens=64)
+    save_settings(wanted, store)
+    assert load_settings(store) == wanted
+    save_settings(PluginSettings(python="", model_dir=""), store)   # cleared stays cleared
+    again = load_settings(store)
+    assert again.python == "" and again.alpha is None and again.n_max is None
+    assert again.ask_options() == {"max_new_tokens": 32}
+
+
 def test_settings_dialog_checks_the_runtime_and_copies_redacted_diagnostics(qgis_app):
     from qgis.PyQt.QtWidgets import QApplication
 
