@@ -167,11 +167,12 @@ class DockController(QObject):
 
     def stop(self) -> None:
         running = self.current
-        if running is None:
+        if running is None or running.stopping:
             return
         running.stopping = True
         self.dock.show_status(self.tr("Stopping…"))
         self.client.cancel(running.request_id)
+        running.task.cancel()   # shown as cancelled (not failed) in QGIS's task list
         QTimer.singleShot(STOP_GRACE_MS, lambda rid=running.request_id: self._stop_overdue(rid))
 
     def _stop_overdue(self, request_id: str) -> None:
