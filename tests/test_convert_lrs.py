@@ -15,6 +15,15 @@ from tests.lrs_checkpoint import (PROJECTOR_PREFIX, RFM_PREFIX, TILE, VISION_PRE
                                   write_lrs_checkpoint)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models on a shared CPU: extra torch threads spin and cost far more than they save."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _released(src):
     """All tensors of a checkpoint by their released key names."""
     from safetensors.torch import load_file

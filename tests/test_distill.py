@@ -17,6 +17,15 @@ QUESTIONS = ["How many ships are in the harbour?", "What is the color of the lar
 SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models on a shared CPU: extra torch threads spin and cost far more than they save."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, tiny_bundle):
     """A copy of the tiny bundle whose RFM is copied for layers [1, 3] (so LLM layer 2 is skipped,
@@ -138,28 +147,38 @@ def _cancel_at(step):
     return token, sink
 
 
-def test_resume_continues_exactly_from_the_checkpoint(inputs, tmp_path):
+def _bundle_with_samples(inputs, trained, folder):
+    """A copy of the base bundle holding the samples the trained run prepared (same LLM, same
+    data), so these runs train at once instead of re-running the teacher."""
+    bundle, _, _ = inputs
+    shutil.copytree(bundle, folder)
+    shutil.copytree(trained[1] / "distill_state" / "samples", folder / "distill_state" / "samples")
+    return folder
+
+
+def test_resume_continues_exactly_from_the_checkpoint(inputs, trained, tmp_path):
     from safetensors.torch import load_file
 
     from rs_vqa_plugin.engine.errors import Cancelled, InputError
     from rs_vqa_plugin.modeling.distill import distill
 
-    bundle, data, images = inputs
+    _, data, images = inputs
     opts = dict(steps=8, save_every=100, images_dir=str(images))
-    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
+    interrupted = _bundle_with_samples(inputs, trained, tmp_path / "interrupted")
+    straight = _bundle_with_samples(inputs, trained, tmp_path / "straight")
     token, sink = _cancel_at(3)
     with pytest.raises(Cancelled):
-        distill(bundle, data, interrupted, _options(**opts), events=sink, cancel=token)
+        distill(interrupted, data, None, _options(**opts), events=sink, cancel=token)
     state = json.loads((interrupted / "distill_state" / "state.json").read_text())
     assert state["step"] == 3 and len(state["losses"]) == 3
     with pytest.raises(InputError, match="--resume"):
-        distill(bundle, data, interrupted, _options(**opts))
+        distill(interrupted, data, None, _options(**opts))
     token, sink = _cancel_at(6)
     with pytest.raises(Cancelled):
-        distill(bundle, data, interrupted, _options(resume=True, **opts), events=sink, cancel=token)
+        distill(interrupted, data, None, _options(resume=True, **opts), events=sink, cancel=token)
     token, sink = _cancel_at(6)
     with pytest.raises(Cancelled):
-        distill(bundle, data, straight, _options(**opts), events=sink, cancel=token)
+        distill(straight, data, None, _options(**opts), events=sink, cancel=token)
     a = json.loads((interrupted / "distill_state" / "state.json").read_text())
     b = json.loads((straight / "distill_state" / "state.json").read_text())
     assert a["step"] == b["step"] == 6
@@ -168,6 +187,8 @@ def test_resume_continues_exactly_from_the_checkpoint(inputs, tmp_path):
     wb = load_file(str(straight / "distill_state" / "rfm.safetensors"))
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=1e-5)
+    # the trained run's samples were reused: no teacher was loaded for these runs
+    assert not (interrupted / "distill_state" / "overviews").exists()
 
 
 def test_cli_reports_bad_input_clearly(inputs, tmp_path, capsys):

@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..engine.errors import BundleError, InputError
+from ..engine.errors import InputError
 from ..engine.progress import EventSink, emit, progress_event
 
 VISION_PREFIX = "model.vision_tower.vision_tower.vision_model."

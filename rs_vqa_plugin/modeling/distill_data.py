@@ -6,6 +6,7 @@ reads, vision.onnx, the bundle's separator/newline, engine.sequence.assemble."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,17 +161,24 @@ class SampleBuilder:
                       int(seq.query_index), teacher)
 
 
-def prepare_samples(builder: SampleBuilder, questions: Sequence[Question], cache_dir: Path,
+def sample_name(question: Question, layers: Sequence[int]) -> str:
+    """Cache file name: changes whenever the question, its image or the distilled layers do."""
+    key = json.dumps([question.question_id, str(question.image), question.text, list(layers)])
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16] + ".npz"
+
+
+def prepare_samples(builder, questions: Sequence[Question], cache_dir: Path,
                     progress=None) -> List[Path]:
-    """Build (or reuse from cache_dir) one .npz per question; returns their paths in order."""
+    """Build (or reuse from cache_dir) one .npz per question; returns their paths in order.
+    `builder` has .build(question), .layers and .cancel (a SampleBuilder or a lazy stand-in)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, question in enumerate(questions):
         if builder.cancel is not None:
             builder.cancel.raise_if_cancelled()
-        path = cache_dir / f"{i:06d}.npz"
+        path = cache_dir / sample_name(question, builder.layers)
         if not path.is_file():
-            tmp = cache_dir / f"{i:06d}.tmp.npz"
+            tmp = path.with_name(path.stem + ".partial.npz")
             builder.build(question).save(tmp)
             tmp.replace(path)
         paths.append(path)
