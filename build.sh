@@ -4,7 +4,7 @@
 #   ./build.sh test [ARGS]     setup, then the whole test suite (ARGS go to pytest)
 #   ./build.sh demo            setup, then the main job on the bundled default model
 #   ./build.sh bench [NAME]    setup, then the benchmark scripts under bench/
-#   ./build.sh screenshot      setup, then the real QGIS desktop under Xvfb -> docs/screenshot.png
+#   ./build.sh screenshot      setup, then the real QGIS desktop under Xvfb -> resources/screenshots/dock.png
 #   ./build.sh package         plugin zip for QGIS "Install from ZIP" -> dist/
 set -euo pipefail
 
