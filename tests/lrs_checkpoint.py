@@ -115,9 +115,12 @@ def released_tensors(family: str, seed: int, layers: Sequence[int], vocab: int, 
 
 def write_lrs_checkpoint(folder, family: str = "qwen2", seed: int = 0,
                          layers: Sequence[int] = RFM_LAYERS, include_vision: bool = True,
-                         shards: int = 2, pickle_only: bool = False) -> Path:
+                         shards: int = 2, pickle_only: bool = False,
+                         clip_weights: bool = False) -> Path:
     """Write config.json, sharded safetensors + model.safetensors.index.json, tokenizer files and
-    a tiny CLIP folder (referenced by mm_vision_tower, as an absolute local path)."""
+    a tiny CLIP folder (referenced by mm_vision_tower, as an absolute local path). include_vision
+    False leaves the tower's weights out of the checkpoint (the reference reloads the tower from
+    mm_vision_tower); clip_weights puts random tower weights into the CLIP folder."""
     import torch
     from safetensors.torch import save_file
 
@@ -127,7 +130,13 @@ def write_lrs_checkpoint(folder, family: str = "qwen2", seed: int = 0,
     eos_id = tok.convert_tokens_to_ids(tok.eos_token)
     vision_dir = folder.parent / (folder.name + "-clip")
     vision_dir.mkdir(exist_ok=True)
-    _vision_config().save_pretrained(vision_dir)
+    if clip_weights:
+        from transformers import CLIPVisionModel
+
+        torch.manual_seed(seed + 7)
+        CLIPVisionModel(_vision_config()).save_pretrained(vision_dir, safe_serialization=True)
+    else:
+        _vision_config().save_pretrained(vision_dir)
     (vision_dir / "preprocessor_config.json").write_text(json.dumps({
         "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_std": [0.26862954, 0.26130258, 0.27577711],

@@ -174,3 +174,22 @@ def test_checkpoint_without_rfm_points_to_hf_llava(tmp_path):
     index_path.write_text(json.dumps(index))
     with pytest.raises(InputError, match="hf-llava"):
         read_checkpoint(src)
+
+
+def test_tower_missing_from_checkpoint_comes_from_the_named_clip_folder(tmp_path):
+    from transformers import CLIPVisionModel
+
+    from rs_vqa_plugin.engine.errors import InputError
+    from rs_vqa_plugin.modeling.convert_lrs import read_checkpoint, vision_parts
+
+    bare = write_lrs_checkpoint(tmp_path / "bare", family="llama", include_vision=False)
+    with pytest.raises(InputError, match="--vision-tower"):
+        vision_parts(read_checkpoint(bare))
+    src = write_lrs_checkpoint(tmp_path / "ck", family="llama", include_vision=False,
+                               clip_weights=True)
+    _, tower, _, _, _ = vision_parts(read_checkpoint(src))
+    folder = CLIPVisionModel.from_pretrained(src.parent / (src.name + "-clip"))
+    ours, theirs = tower.state_dict(), folder.state_dict()
+    assert set(ours) == set(theirs)
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key].float()), key

@@ -123,6 +123,12 @@ class ReleasedCheckpoint:
     def keys(self) -> List[str]:
         return sorted(self.weight_files)
 
+    def shape(self, key: str) -> List[int]:
+        from safetensors import safe_open
+
+        with safe_open(str(self.weight_files[key]), framework="pt") as handle:
+            return list(handle.get_slice(key).get_shape())
+
     def load(self, keys: Sequence[str]) -> Dict[str, "torch.Tensor"]:
         """Tensors for `keys`, read file by file (a 7B checkpoint never needs to fit twice)."""
         from safetensors import safe_open
@@ -300,14 +306,36 @@ def _vision_state(ckpt: ReleasedCheckpoint, folder: Optional[Path]) -> Dict[str,
             for k, v in tower.state_dict().items()}
 
 
-def assemble_llava(ckpt: ReleasedCheckpoint, vision_tower=None, dtype=None):
-    """(LlavaForConditionalGeneration, image mean, image std, unmapped keys): the checkpoint's
-    vision tower, projector and LLM in transformers' standard LLaVA structure."""
-    import torch
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
+def _assign(module, state: Dict[str, "torch.Tensor"], what: str, root: Path):
+    """Load `state` into a module built on the meta device: names and shapes must match exactly;
+    computed buffers (RoPE frequencies, position ids) are then rebuilt on the CPU."""
+    shapes = module.state_dict()
+    missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
+    if missing or unexpected:
+        raise InputError(f"{root}: the {what} weights do not fit its config (missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]}): a config.json or "
+                         "--vision-tower that does not match the checkpoint?")
+    for key, value in state.items():
+        if tuple(shapes[key].shape) != tuple(value.shape):
+            raise InputError(f"{root}: {what} tensor {key} has shape {tuple(value.shape)} but the "
+                             f"config implies {tuple(shapes[key].shape)}.")
+    module.load_state_dict(state, strict=True, assign=True)
+    for sub in module.modules():
+        meta = [n for n, buf in sub.named_buffers(recurse=False) if buf is not None and buf.is_meta]
+        if meta:
+            fresh = type(sub)(sub.config)      # rotary embeddings and CLIP embeddings take a config
+            for name in meta:
+                setattr(sub, name, getattr(fresh, name))
+    return module.eval()
 
-    embed = ckpt.load(["model.embed_tokens.weight"])["model.embed_tokens.weight"]
-    dtype = dtype or embed.dtype
+
+def vision_parts(ckpt: ReleasedCheckpoint, vision_tower=None):
+    """(LlavaConfig without weights, CLIP tower, projector, image mean, image std): the tower and
+    the 2-layer GELU projector in transformers' LLaVA classes, float32, for the ONNX export."""
+    import torch
+    from transformers import CLIPVisionModel, LlavaConfig
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
     vis_cfg, folder, mean, std = vision_config(ckpt, vision_tower)
     mm_hidden = int(ckpt.config.get("mm_hidden_size", vis_cfg.hidden_size))
     if mm_hidden != vis_cfg.hidden_size:
@@ -318,71 +346,49 @@ def assemble_llava(ckpt: ReleasedCheckpoint, vision_tower=None, dtype=None):
         raise InputError(f"{ckpt.root / 'config.json'}: mm_vision_select_layer {select!r} is not a "
                          "single layer index.")
     strategy = "full" if ckpt.config.get("mm_vision_select_feature") == "cls_patch" else "default"
-    tcfg = text_config(ckpt, int(embed.shape[0]))
-    config = LlavaConfig(vision_config=vis_cfg, text_config=tcfg, image_token_id=0,
-                         vision_feature_layer=select, vision_feature_select_strategy=strategy,
-                         projector_hidden_act="gelu", multimodal_projector_bias=True,
-                         image_seq_length=(vis_cfg.image_size // vis_cfg.patch_size) ** 2,
-                         tie_word_embeddings=bool(ckpt.config.get("tie_word_embeddings", False)))
+    embed_shape = ckpt.shape("model.embed_tokens.weight")
+    config = LlavaConfig(vision_config=vis_cfg, text_config=text_config(ckpt, embed_shape[0]),
+                         image_token_id=0, vision_feature_layer=select,
+                         vision_feature_select_strategy=strategy, projector_hidden_act="gelu",
+                         multimodal_projector_bias=True,
+                         image_seq_length=(vis_cfg.image_size // vis_cfg.patch_size) ** 2)
     with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config)
-    target = set(model.state_dict())
-    vision_target = ("model.vision_tower.vision_model."
-                     if "model.vision_tower.vision_model.embeddings.class_embedding" in target
-                     else "model.vision_tower.")
-    state = {vision_target + k: v for k, v in _vision_state(ckpt, folder).items()}
-    llm_keys = [k for k in ckpt.keys() if k.startswith(LLM_PREFIXES)
-                and not k.endswith(IGNORED_SUFFIXES)]
-    for key, value in ckpt.load(llm_keys + ["lm_head.weight"] if "lm_head.weight" in
-                                ckpt.weight_files else llm_keys).items():
-        state[key if key.startswith("lm_head") else "model.language_model." + key[6:]] = value
-    for src, dst in (("0.", "linear_1."), ("2.", "linear_2.")):
-        for part in ("weight", "bias"):
-            key = PROJECTOR_PREFIX + src + part
-            state["model.multi_modal_projector." + dst + part] = ckpt.load([key])[key]
-    missing = sorted(target - set(state) - {"lm_head.weight"} if config.tie_word_embeddings
-                     else target - set(state))
-    if missing:
-        raise InputError(f"{ckpt.root}: weights for {', '.join(missing[:5])}"
-                         f"{' ...' if len(missing) > 5 else ''} are missing or were not "
-                         "recognised.")
-    unexpected = sorted(set(state) - target)
-    if unexpected:
-        raise InputError(f"{ckpt.root}: tensors {', '.join(unexpected[:5])} do not fit the "
-                         "LLaVA structure (a vision tower or LLM of another shape or kind?).")
-    shapes = model.state_dict()
-    for key, value in state.items():
-        if tuple(shapes[key].shape) != tuple(value.shape):
-            raise InputError(f"{ckpt.root}: {key} has shape {tuple(value.shape)} but the config "
-                             f"implies {tuple(shapes[key].shape)}: wrong --vision-tower, or a "
-                             "config.json that does not match the weights.")
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
-    if config.tie_word_embeddings:
-        model.tie_weights()
-    model.to(dtype)
-    # Non-persistent buffers (RoPE frequencies, position ids) were created on the meta device.
-    _rebuild_buffers(model)
-    used = set(llm_keys) | {k for k in ckpt.keys() if k.startswith((VISION_PREFIX, PROJECTOR_PREFIX,
-                                                                     RFM_PREFIX))}
-    used |= {NEWLINE_KEY, "lm_head.weight"}
-    unmapped = [k for k in ckpt.keys() if k not in used and not k.endswith(IGNORED_SUFFIXES)]
-    return model.eval(), mean, std, unmapped
+        tower = CLIPVisionModel(vis_cfg)
+        projector = LlavaMultiModalProjector(config)
+    state = _vision_state(ckpt, folder)
+    prefix = "vision_model." if any(k.startswith("vision_model.") for k in tower.state_dict()) else ""
+    _assign(tower, {prefix + k: v.float() for k, v in state.items()}, "vision tower", ckpt.root)
+    keys = {f"{dst}.{part}": PROJECTOR_PREFIX + f"{src}.{part}"
+            for src, dst in (("0", "linear_1"), ("2", "linear_2")) for part in ("weight", "bias")}
+    tensors = ckpt.load(list(keys.values()))
+    _assign(projector, {k: tensors[v].float() for k, v in keys.items()}, "projector", ckpt.root)
+    return config, tower, projector, mean, std
 
 
-def _rebuild_buffers(model) -> None:
-    """Recreate buffers left on the meta device by construction under torch.device('meta')
-    (RoPE frequencies, position ids: computed, never stored) from a fresh copy of their module."""
-    for module in model.modules():
-        meta = [name for name, buf in module.named_buffers(recurse=False)
-                if buf is not None and buf.is_meta]
-        if not meta:
-            continue
-        if not hasattr(module, "config"):
-            raise InputError(f"internal: buffers {meta} of {type(module).__name__} could not be "
-                             "rebuilt after loading")
-        fresh = type(module)(module.config)
-        for name in meta:
-            setattr(module, name, getattr(fresh, name).to(getattr(fresh, name).dtype))
+def causal_lm(ckpt: ReleasedCheckpoint):
+    """The LLM as a transformers causal LM in the checkpoint's own dtype: the released LLM keys
+    (model.*, lm_head.weight) are already the causal LM's, so nothing is copied or inflated."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    keys = [k for k in ckpt.keys() if k.startswith(LLM_PREFIXES + ("lm_head.",))
+            and not k.endswith(IGNORED_SUFFIXES)]
+    state = ckpt.load(keys)
+    dtype = state["model.embed_tokens.weight"].dtype
+    config = text_config(ckpt, int(state["model.embed_tokens.weight"].shape[0]))
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if config.tie_word_embeddings and "lm_head.weight" not in state:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    _assign(lm, state, "language model", ckpt.root)
+    lm.generation_config.eos_token_id = config.eos_token_id
+    return lm
+
+
+def unmapped_keys(ckpt: ReleasedCheckpoint) -> List[str]:
+    """Tensors the bundle does not use (reported in the manifest, never silently relied on)."""
+    used = (VISION_PREFIX, PROJECTOR_PREFIX, RFM_PREFIX, NEWLINE_KEY, "lm_head.") + LLM_PREFIXES
+    return [k for k in ckpt.keys() if not k.startswith(used) and not k.endswith(IGNORED_SUFFIXES)]
 
 
 def load_trained_rfm(ckpt: ReleasedCheckpoint, base_rfm):
@@ -450,14 +456,13 @@ def convert(src_dir, out_dir, rfm_layers: Optional[Sequence[int]] = None, fp16: 
     rfm_layers: None (or the checkpoint's own llm_layer_list) keeps the trained RFM; another list
     gives an untrained RFM copied from the LLM (manifest rfm.made = 'copied'). vision_tower: a
     local transformers CLIP folder, needed when the checkpoint does not carry the tower's weights
-    or names a tower the converter does not know. Built with stream B's exporters in memory
-    (no intermediate transformers folder)."""
+    or names a tower the converter does not know. Built in memory with the shared exporters;
+    the LLM stays in the checkpoint's dtype and is never copied."""
     import torch
 
     from ..engine import bundle as B
     from .bundle_writer import BundleWriter, rfm_manifest_section
     from .export_vision import VisionGraph, export_vision_onnx, vision_spec
-    from .llava_parts import LlavaParts, extract_causal_lm
     from .rfm_torch import RegionFocusTorch
 
     def step(fraction: float, message: str) -> None:
@@ -470,30 +475,25 @@ def convert(src_dir, out_dir, rfm_layers: Optional[Sequence[int]] = None, fp16: 
     layers = ckpt.rfm_layers if trained else [int(l) for l in rfm_layers]
     step(0.0, f"read {ckpt.root.name}: {ckpt.family} LLM, RFM trained for layers {ckpt.rfm_layers}")
     tokenizer = _tokenizer(ckpt)
-    model, mean, std, unmapped = assemble_llava(ckpt, vision_tower)
-    dtype = model.dtype
+    config, tower, projector, mean, std = vision_parts(ckpt, vision_tower)
+    unmapped = unmapped_keys(ckpt)
     if unmapped:
         ckpt.notes.append(f"ignored {len(unmapped)} tensors: {', '.join(unmapped[:5])}")
-    tile = model.config.vision_config.image_size
+    tile = config.vision_config.image_size
     block = int(ckpt.config.get("slice_block_size", tile))
     if block != tile:
         raise InputError(f"{ckpt.root / 'config.json'}: slice_block_size {block} differs from the "
                          f"vision tower's input size {tile}; position-embedding interpolation is "
                          "not supported.")
-    inner = model.model
-    parts = LlavaParts(model=model, config=model.config, vision_tower=inner.vision_tower.float(),
-                       projector=inner.multi_modal_projector.float(),
-                       language_model=inner.language_model, lm_head=model.lm_head,
-                       image_newline=None, family=ckpt.family, tower="clip")
-    hidden = model.config.text_config.hidden_size
-    spec = vision_spec(model.config, hidden)
+    spec = vision_spec(config, config.text_config.hidden_size)
     with BundleWriter(out_dir, overwrite=overwrite) as writer, torch.no_grad():
         step(0.1, "exporting the vision encoder")
-        export_vision_onnx(VisionGraph(parts.vision_tower, parts.projector, spec).eval(),
+        export_vision_onnx(VisionGraph(tower, projector, spec).eval(),
                            writer.path(B.VISION_ONNX), fp16=fp16)
+        del tower, projector
         step(0.4, "building the region focus module")
-        lm = extract_causal_lm(parts)
-        del model, parts, inner
+        lm = causal_lm(ckpt)
+        dtype = lm.dtype
         rfm = RegionFocusTorch.from_llm(lm, layers)
         if trained:
             rfm = load_trained_rfm(ckpt, rfm)
@@ -504,12 +504,11 @@ def convert(src_dir, out_dir, rfm_layers: Optional[Sequence[int]] = None, fp16: 
         newline = ckpt.load([NEWLINE_KEY])[NEWLINE_KEY].float().numpy()
         writer.save_embeddings(newline, separator)
         step(0.7, "saving the language model")
-        writer.save_llm(lm.to(dtype), tokenizer)
+        writer.save_llm(lm, tokenizer)
+        section = (rfm_manifest_section(rfm, "distilled (released checkpoint)", REFERENCE_LOSS)
+                   if trained else rfm_manifest_section(rfm, "copied"))
         manifest = _manifest(ckpt, tokenizer, spec, mean, std, lm.config, dtype, separator_id,
-                             fp16,
-                             rfm_manifest_section(rfm, "distilled (released checkpoint)",
-                                                  REFERENCE_LOSS) if trained else
-                             rfm_manifest_section(rfm, "copied"), Path(out_dir).name)
+                             fp16, section, Path(out_dir).name)
         step(0.9, "validating")
         result = writer.finish(manifest)
     step(1.0, f"bundle written to {result}")
