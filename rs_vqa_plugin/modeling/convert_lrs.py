@@ -7,8 +7,9 @@ Files. A checkpoint folder is what `LlavaQwenForCausalLM` / `LlavaLlamaForCausal
 `.save_pretrained` writes with transformers 4.37: `config.json`, the weights as
 `model-0000k-of-0000n.safetensors` + `model.safetensors.index.json` (or one `model.safetensors`;
 older trainer settings write `pytorch_model-*.bin` pickles instead, which we refuse), the
-tokenizer files, `generation_config.json`. The eval script names the folders
-`llava_largeimg_Qwen2_max8192` and `llava_largeimg_Vicuna_max2048` (tokenizer_model_max_length).
+tokenizer files, `generation_config.json`. The eval script's example folders are
+`llava_largeimg_Qwen2_max8192` and `llava_largeimg_Vicuna_max2048` (presumably the
+tokenizer_model_max_length they were trained with).
 
 Weight keys (weights saved in bfloat16):
 - LLM: `model.embed_tokens.weight`, `model.layers.{i}.{self_attn.{q,k,v,o}_proj, mlp.{gate,up,
@@ -54,11 +55,11 @@ grid has long side 1008 (the pyramid's coarsest level).
 
 Distillation in their code (patched modeling_qwen2 / modeling_llama): the teacher rows are the
 LLM's own q.k logits at layers llm_layer_list from the query token (the token before the
-answer) over the whole sequence; the student rows come from RFM layers 1..R; for pairs 0 and
-R-1 only (indices 1 and 2 are skipped), per head: KL(softmax teacher || softmax student) over the
-row, KL with temperature 2 over the HR slice, and MSE of the temperature-scaled HR logits, all
-averaged, weight 1, added to the LM loss. (We distil with the paper's form instead; see
-distill_loss.py.)
+answer) over the whole sequence; the student rows come from RFM layers 1..R. Pair indices 1
+and 2 are skipped (with the paper's four layers only LLM layers 1 and 14 are distilled); per
+head: KL(softmax teacher || softmax student) over the row, KL with temperature 2 over the HR
+slice, and MSE of the temperature-scaled HR logits, all averaged, weight 1, added to the LM
+loss. (We distil with the paper's form instead; see distill_loss.py.)
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ def text_config(ckpt: ReleasedCheckpoint, vocab_size: int):
     from transformers import AutoConfig
 
     own = {k: v for k, v in ckpt.config.items()
-           if not k.startswith(_LLAVA_KEYS) and k not in ("rope_scaling",) }
+           if not k.startswith(_LLAVA_KEYS) and k != "rope_scaling"}
     own["vocab_size"] = vocab_size
     rope_scaling = ckpt.config.get("rope_scaling")
     if rope_scaling:   # LlavaQwenForCausalLM forces it to None; Llama variants may carry one
