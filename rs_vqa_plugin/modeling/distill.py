@@ -237,8 +237,10 @@ class _Session:
         def make_builder():
             run.progress("prepare", 0.0, "loading the vision encoder and the language model")
             llm = LanguageModel(bundle, device=opts.device)
+            # Overviews go where the engine puts them (beside the image or the shared cache),
+            # so later questions on the same images reuse them.
             return SampleBuilder(bundle, VisionEncoder(bundle, device=opts.device), llm, layers,
-                                 overview_cache_dir=self.dir / "overviews", cancel=run.cancel)
+                                 cancel=run.cancel)
 
         builder = _LazyBuilder(make_builder, layers, run.cancel)   # a resumed run may need no teacher
         self.train_paths = prepare_samples(builder, self.train_q, self.dir / "samples" / "train",

@@ -91,11 +91,11 @@ class SampleBuilder:
     attention so that the attention weights exist)."""
 
     def __init__(self, bundle, vision, llm, teacher_layers: Sequence[int],
-                 overview_cache_dir=None, events=None, cancel=None):
+                 overview_cache_dir=None, cancel=None):
         self.bundle, self.vision, self.llm = bundle, vision, llm
         self.layers = [int(l) for l in teacher_layers]
         self.overview_cache_dir = overview_cache_dir
-        self.events, self.cancel = events, cancel
+        self.cancel = cancel
         llm.model.set_attn_implementation("eager")
 
     def sequence(self, question: Question):
