@@ -60,8 +60,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"held-out distillation loss {report.heldout_before:.4f} -> "
-              f"{report.heldout_after:.4f} after {report.steps} steps; bundle: {report.bundle}")
+        print(f"held-out distillation loss {report.heldout_before:.4g} -> "
+              f"{report.heldout_after:.4g} after {report.steps} steps; bundle: {report.bundle}")
     sys.stdout.flush()
     return 0
 
