@@ -13,11 +13,11 @@ from qgis.PyQt.QtCore import QVariant
 
 from ..paths import resources_dir
 from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, alpha_parameter,
-                     check_model_folder, device_parameter, max_tokens_parameter, mode_parameter,
+                     device_parameter, max_tokens_parameter, mode_parameter,
                      model_parameter, n_max_parameter, non_raster_message, optional_number,
                      raster_path)
 from .feedback_bridge import FeedbackBridge
-from .runtime import missing_ml_packages, require_ml_runtime, runtime_help
+from .runtime import model_and_runtime_problem, require_ml_runtime
 from .scope import scope_from_parameters
 
 
@@ -164,12 +164,9 @@ class AskAlgorithm(QgsProcessingAlgorithm):
                                "or give the path of a .csv / .jsonl / .txt file of questions.")
         except QgsProcessingException as exc:
             return False, str(exc)
-        message = check_model_folder(self.parameterAsFile(parameters, "MODEL", context))
+        message = model_and_runtime_problem(self.parameterAsFile(parameters, "MODEL", context))
         if message:
             return False, message
-        missing = missing_ml_packages()
-        if missing:
-            return False, runtime_help(missing)
         return super().checkParameterValues(parameters, context)
 
     # -- the run --------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
                        QgsProcessingParameterNumber, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
-from .common import (MODE_HELP, advanced, alpha_parameter, check_model_folder,
+from .common import (MODE_HELP, advanced, alpha_parameter,
                      device_parameter, max_tokens_parameter, mode_parameter, model_parameter,
                      n_max_parameter, optional_number)
 from .feedback_bridge import FeedbackBridge
-from .runtime import missing_ml_packages, require_ml_runtime, runtime_help
+from .runtime import model_and_runtime_problem, require_ml_runtime
 
 
 def score_fields() -> QgsFields:
@@ -126,12 +126,9 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             read_questions(questions, images, limit)
         except RsVqaError as exc:
             return False, str(exc)
-        message = check_model_folder(self.parameterAsFile(parameters, "MODEL", context))
+        message = model_and_runtime_problem(self.parameterAsFile(parameters, "MODEL", context))
         if message:
             return False, message
-        missing = missing_ml_packages()
-        if missing:
-            return False, runtime_help(missing)
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)

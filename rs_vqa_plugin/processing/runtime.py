@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from typing import List
+from typing import List, Optional
 
 from qgis.core import QgsProcessingException
 
@@ -41,3 +41,15 @@ def require_ml_runtime() -> None:
     missing = missing_ml_packages()
     if missing:
         raise QgsProcessingException(runtime_help(missing))
+
+
+def model_and_runtime_problem(model_dir: str) -> Optional[str]:
+    """What stops a model-running algorithm before any heavy work: the bundle folder, then the
+    ML packages of the Python that runs Processing. None when both are fine."""
+    from .common import check_model_folder
+
+    message = check_model_folder(model_dir)
+    if message:
+        return message
+    missing = missing_ml_packages()
+    return runtime_help(missing) if missing else None
