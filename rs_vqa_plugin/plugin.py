@@ -9,6 +9,7 @@ from __future__ import annotations
 import traceback
 
 from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsMessageLog, QgsRasterLayer
+from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
@@ -16,6 +17,10 @@ from .paths import resources_dir
 
 MENU_NAME = "&RS-VQA"
 LOG_TAG = "RS-VQA"
+
+
+def tr(text: str) -> str:
+    return QCoreApplication.translate("RsVqaPlugin", text)
 
 
 def log(message: str, level=Qgis.Info) -> None:
@@ -46,8 +51,8 @@ class RsVqaPlugin:
         if QgsApplication.processingRegistry().addProvider(provider):
             self.provider = provider
         else:
-            log("The RS-VQA Processing provider could not be registered (is another copy of the "
-                "plugin loaded?).", Qgis.Warning)
+            log(tr("The RS-VQA Processing provider could not be registered (is another copy of "
+                   "the plugin loaded?)."), Qgis.Warning)
 
     # -- GUI ----------------------------------------------------------------------------------
     def initGui(self):  # noqa: N802 (QGIS API name)
@@ -55,12 +60,12 @@ class RsVqaPlugin:
         icon = QIcon(str(resources_dir() / "icon.svg"))
         main_window = self.iface.mainWindow()
 
-        self.ask_action = QAction(icon, "Ask…", main_window)
+        self.ask_action = QAction(icon, tr("Ask…"), main_window)
         self.ask_action.setObjectName("rsVqaAsk")
-        self.ask_action.setToolTip("RS-VQA: ask a question about a raster layer")
+        self.ask_action.setToolTip(tr("RS-VQA: ask a question about a raster layer"))
         self.ask_action.triggered.connect(self.show_dock)
 
-        self.settings_action = QAction("Settings…", main_window)
+        self.settings_action = QAction(tr("Settings…"), main_window)
         self.settings_action.setObjectName("rsVqaSettings")
         self.settings_action.triggered.connect(self.show_settings)
 
@@ -69,7 +74,7 @@ class RsVqaPlugin:
             self.actions.append(action)
         self.iface.addToolBarIcon(self.ask_action)
 
-        self.layer_action = QAction(icon, "Ask about this layer…", main_window)
+        self.layer_action = QAction(icon, tr("Ask about this layer…"), main_window)
         self.layer_action.setObjectName("rsVqaAskLayer")
         self.layer_action.triggered.connect(self.ask_about_active_layer)
         self.iface.addCustomActionForLayerType(self.layer_action, "", QgsMapLayerType.RasterLayer, True)
@@ -77,7 +82,7 @@ class RsVqaPlugin:
         self._create_controller()
 
     def _create_controller(self):
-        # The dock (stream G) may be absent or broken; the menu, the layer action and Processing
+        # The dock may be absent or broken; the menu, the layer action and Processing
         # must still work, so a failure here is logged and the actions explain it when used.
         try:
             from .gui.dock_controller import DockController
@@ -118,8 +123,9 @@ class RsVqaPlugin:
         if self.controller is not None:
             return False
         self.iface.messageBar().pushMessage(
-            LOG_TAG, "The chat dock could not be loaded (" + self.controller_error + "). The "
-            "Processing algorithms under RS-VQA still work; see the RS-VQA log for details.",
+            LOG_TAG, tr("The chat dock could not be loaded ({error}). The Processing algorithms "
+                        "under RS-VQA still work; see the RS-VQA log for details.").format(
+                error=self.controller_error),
             Qgis.Warning)
         return True
 

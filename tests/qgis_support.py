@@ -1,6 +1,6 @@
 """One headless QgsApplication per pytest process, Processing set-up, and a small real QGIS interface.
 
-Every stream's QGIS tests share the application through these fixtures (two QgsApplication objects
+Every QGIS test module shares the application through these fixtures (two QgsApplication objects
 in one process crash QGIS). In a test module:
 
     from tests.qgis_support import qgis_app, qgis_processing, recording_iface  # noqa: F401 (fixtures)

@@ -1,4 +1,4 @@
-"""Stream D: the synthetic benchmark - scenes (determinism, GeoTIFF validity, sidecar) and questions
+"""The synthetic benchmark - scenes (determinism, GeoTIFF validity, sidecar) and questions
 (format, balance, every answer recoverable from the sidecar through the real scorer)."""
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def sidecar_path(image_path) -> Path:
 
 
 def sidecar_dict(scene: Scene, image_name: str, crs_wkt: str) -> dict:
-    """The sidecar: what CONTRACTS.md promises (image, size, gsd, crs, seed, contexts, objects,
+    """The sidecar: what the benchmark README documents (image, size, gsd, crs, seed, contexts, objects,
     landcover) plus the geotransform."""
     objects = []
     for obj in scene.objects:

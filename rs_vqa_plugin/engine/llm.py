@@ -50,7 +50,7 @@ def resolve_dtype(device: str, dtype: Optional[str]):
 
 
 class LanguageModel:
-    """The bundle's causal LM; see CONTRACTS (prompt_segments, embed_ids, generate)."""
+    """The bundle's causal LM: prompt_segments, embed_ids, generate."""
 
     def __init__(self, bundle, device: str = "auto", dtype: Optional[str] = None):
         torch = _torch()

@@ -8,7 +8,7 @@ layers [l1-1, l1, ..., lR]. Layers 0..R-1 run fully (causal, positions 0..L-1); 
 only contributes its input norm and q/k projections: the query row of its attention logits is the
 score. The copied final norm is kept (the released checkpoints carry one) but does not enter scoring.
 
-Public API (stable; stream C's distillation and released-checkpoint converter rely on it):
+Public API (stable; distillation and the released-checkpoint converter rely on it):
 - RFMConfig                                   dataclass, JSON-serialisable (to_dict / from_dict)
 - RegionFocusTorch(config)                    random-initialised module
 - RegionFocusTorch.from_llm(llm, layers)      copy from a transformers Qwen2/Llama causal LM

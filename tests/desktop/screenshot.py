@@ -28,7 +28,7 @@ def log(message: str) -> None:
 
 
 def demo_scene(folder: Path) -> Path:
-    """Stream D's synthetic scene when that command exists, else a textured GeoTIFF."""
+    """The synthetic benchmark scene (synth-scene) when that command exists, else a textured GeoTIFF."""
     scene = folder / "demo_scene.tif"
     if scene.exists():
         return scene
