@@ -56,7 +56,13 @@ setup_venv() {
   else
     "$PY" -m pip uninstall -q -y onnxruntime-gpu >/dev/null 2>&1 || true
   fi
-  "$PY" -m pip install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-$flavour.txt"
+  if [ "$flavour" = gpu ]; then
+    # PyPI's Linux torch wheel is the CUDA build; a local "+cpu" wheel in a pip find-links folder
+    # would win the version tie, so the GPU runtime is resolved from the index alone.
+    "$PY" -m pip install -q --isolated -r "$ROOT/requirements.txt" -r "$ROOT/requirements-gpu.txt"
+  else
+    "$PY" -m pip install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-cpu.txt"
+  fi
   "$PY" -m pip install -q --no-deps -e "$ROOT"
   echo "$want" > "$stamp"
 }
