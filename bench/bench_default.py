@@ -6,7 +6,7 @@ per category, OA and AA (the engine's LRS-VQA scorer), LLM vision tokens, tiles 
 seconds per question; for dip and prune-only also localisation: the share of questions with a
 box whose final kept tokens touch the box. Answers are logged per mode (a re-run resumes).
 
-    python bench/bench_default.py [--model models/default] [--scenes 3] [--per-scene 20]
+    python bench/bench_default.py [--model models/default] [--scenes 3] [--stride 2]
         [--modes thumbnail,grid,prune-only,dip,full] [--out bench/out/default] [--split test]
 Prints a markdown table and writes OUT/results.json (+ OUT/accuracy_tokens.png).
 """
@@ -27,31 +27,32 @@ PRUNE_ONLY_MAX_TILES = 256
 MAX_NEW_TOKENS = 8
 
 
-def make_split_data(split: str, scenes: int, per_scene: int, sizes, data_dir: Path):
-    """Scenes + questions of the split with the benchmark's generator (cached in data_dir)."""
-    from rs_vqa_plugin.benchmark import questions as Q
-    from rs_vqa_plugin.benchmark import splits
-    from rs_vqa_plugin.benchmark.layout import build_scene
-    from rs_vqa_plugin.benchmark.render import crs_wkt, write_geotiff
-    from rs_vqa_plugin.benchmark.scene import sidecar_path, write_sidecar
+def make_split_data(split: str, scenes: int, stride: int, data_dir: Path):
+    """The split's first `scenes` scenes (cached in data_dir) and their questions, generated with
+    the split's own per-scene count in split order, so they are the split's official questions for
+    those scenes; then every `stride`-th question of each scene (categories stay mixed)."""
+    from rs_vqa_plugin.benchmark.generate import make_scene, write_questions
+    from rs_vqa_plugin.benchmark.scene import sidecar_path
+    from rs_vqa_plugin.benchmark.splits import get_split, scene_file_name
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    listing = data_dir / "questions.jsonl"
-    if listing.is_file():
-        return [json.loads(line) for line in listing.read_text().splitlines() if line.strip()]
-    out = []
-    for seed, size in list(splits.split_scenes(split))[:scenes]:
-        path = data_dir / f"{split}_{seed}_{size}.tif"
+    spec = get_split(split)
+    images = []
+    for seed, width, height in spec.scenes[:scenes]:
+        path = data_dir / scene_file_name(seed)
         if not (path.is_file() and sidecar_path(path).is_file()):
             t = time.perf_counter()
-            scene = build_scene(seed, size, size)
-            write_geotiff(scene, path)
-            write_sidecar(scene, path, crs_wkt(scene.epsg))
-            print(f"scene {path.name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
-        out += [dict(q, image=path.name) for q in Q.questions_for_image(path, per_scene=per_scene,
-                                                                         seed=seed)]
-    listing.write_text("".join(json.dumps(q) + "\n" for q in out))
-    return out
+            make_scene(path, seed, width, height)
+            print(f"scene {path.name} ({width} px): {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        images.append(path)
+    listing = data_dir / f"{split}.first{scenes}.jsonl"
+    if not listing.is_file():
+        write_questions([sidecar_path(p) for p in images], listing, spec.per_scene)
+    questions = [json.loads(l) for l in listing.read_text().splitlines() if l.strip()]
+    by_image = {}
+    for q in questions:
+        by_image.setdefault(q["image"], []).append(q)
+    return [q for p in images for q in by_image.get(p.name, [])[::max(1, stride)]]
 
 
 def prune_only_level(width: int, height: int, manifest) -> int:
@@ -78,7 +79,8 @@ def box_touched(answer, box, georef) -> bool:
     return False
 
 
-def run_mode(engine, questions, images: Path, mode: str, log_path: Path) -> list:
+def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=None,
+             alpha=None) -> list:
     from rs_vqa_plugin.engine.errors import InputError
     from rs_vqa_plugin.engine.pipeline import AskOptions
     from rs_vqa_plugin.engine.raster import RasterSource
@@ -98,7 +100,8 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path) -> list
             with RasterSource(path) as src:
                 georef, size = src.georef, (src.width, src.height)
             level = prune_only_level(*size, engine.manifest) if mode == "prune-only" else 1
-            options = AskOptions(mode=mode, level=level, max_new_tokens=MAX_NEW_TOKENS)
+            options = AskOptions(mode=mode, level=level, max_new_tokens=MAX_NEW_TOKENS, n_max=n_max,
+                                 alpha=alpha)
             record = {"question_id": q["question_id"], "mode": mode, "category": q["category"],
                       "image": q["image"], "image_size": list(size)}
             try:
@@ -183,10 +186,13 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=str(ROOT / "models" / "default"))
     parser.add_argument("--split", default="test")
     parser.add_argument("--scenes", type=int, default=3)
-    parser.add_argument("--per-scene", type=int, default=20)
+    parser.add_argument("--stride", type=int, default=2,
+                        help="every N-th question of each scene (the split has 40 per scene)")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "default"))
     parser.add_argument("--data", default=None, help="scene + question folder (default OUT/data)")
+    parser.add_argument("--n-max", type=int, default=None, help="tile cap (default: the bundle's)")
+    parser.add_argument("--alpha", type=float, default=None, help="keep ratio (default: the bundle's)")
     parser.add_argument("--time-limit", type=float, default=0,
                         help="seconds; stop answering new questions after this (0: none)")
     args = parser.parse_args(argv)
@@ -198,7 +204,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
     out.mkdir(parents=True, exist_ok=True)
-    questions = make_split_data(args.split, args.scenes, args.per_scene, None, data)
+    questions = make_split_data(args.split, args.scenes, args.stride, data)
     engine = Engine(args.model, device="cpu")
     modes = [m for m in args.modes.split(",") if m]
     started = time.perf_counter()
@@ -211,11 +217,11 @@ def main(argv=None) -> int:
             break
         part = questions[:start + chunk]
         for mode in modes:
-            run_mode(engine, part, data, mode, out / f"answers.{args.split}.{mode}.jsonl")
+            run_mode(engine, part, data, mode, out / f"answers.{args.split}.{mode}.jsonl", args.n_max,
+                     args.alpha)
         print(f"{min(start + chunk, len(questions))}/{len(questions)} questions, "
               f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
     for mode in modes:
-        records = run_mode(engine, [], data, mode, out / f"answers.{args.split}.{mode}.jsonl")
         path = out / f"answers.{args.split}.{mode}.jsonl"
         records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
         answered_ids = {r["question_id"] for r in records}

@@ -76,7 +76,7 @@ def run(args) -> int:
               f"kept {t['kept_tokens']} + {t['kept_rows']} newlines), {t['seconds']['total']:.2f} s "
               f"on {t['device']}")
         if q.get("hbox"):
-            print(f"  the object asked about is at pixels {q['hbox']} (x1, y1, x2, y2)")
+            print(f"  the box asked about (scene truth) is at pixels {q['hbox']} (x1, y1, x2, y2)")
     heatmap = write_heatmap(answers, out / "demo_heatmap.gpkg")
     print(f"\nheatmap of where the model looked: {heatmap} (layer 'heatmap', one feature per kept "
           "token and per tile read; fields question, score, level, tile, rank, kind)")

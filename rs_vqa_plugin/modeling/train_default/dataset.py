@@ -14,10 +14,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .views import prune_keep, token_box_flags, views_for_question
+from .views import prune_keep, token_box_distance, token_box_flags, views_for_question
 
 KINDS = {"level1": 0, "zoom": 1, "zoom-pruned": 2, "thumbnail": 3}
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -27,6 +27,7 @@ class ViewCache:
     code_offsets: np.ndarray    # int64 [S + 1]
     hr: np.ndarray              # bool flat, aligned with codes: HR token positions
     box: np.ndarray             # bool flat: HR tokens whose footprint touches the asked box
+    dist: np.ndarray            # float16 flat: HR token's gap to the box in token cells (inf: none)
     answers: np.ndarray         # int32 flat answer ids (+ <|im_end|>)
     answer_offsets: np.ndarray  # int64 [S + 1]
     thumb: np.ndarray           # int32 [S] image index of the thumbnail
@@ -44,6 +45,7 @@ class ViewCache:
         a, b = self.code_offsets[i], self.code_offsets[i + 1]
         c, d = self.answer_offsets[i], self.answer_offsets[i + 1]
         return {"codes": self.codes[a:b], "hr": self.hr[a:b], "box": self.box[a:b],
+                "dist": self.dist[a:b],
                 "answer": self.answers[c:d], "thumb": int(self.thumb[i]),
                 "tiles": np.arange(self.tile_start[i], self.tile_start[i] + self.tile_count[i]),
                 "kind": int(self.kind[i]), "level": int(self.level[i])}
@@ -71,7 +73,7 @@ class _Builder:
         self.recipe, self.text = recipe, text
         self.images: List[np.ndarray] = []
         self.n_images = 0
-        self.rows: Dict[str, list] = {k: [] for k in ("codes", "hr", "box", "answers", "thumb",
+        self.rows: Dict[str, list] = {k: [] for k in ("codes", "hr", "box", "dist", "answers", "thumb",
                                                         "tile_start", "tile_count", "kind",
                                                         "level", "question")}
         self.questions: List[dict] = []
@@ -98,7 +100,8 @@ class _Builder:
         meta = dict(meta, version=CACHE_VERSION, questions=self.questions)
         return ViewCache(images=images, codes=flat(r["codes"], np.int32),
                          code_offsets=offsets(r["codes"]), hr=flat(r["hr"], bool),
-                         box=flat(r["box"], bool), answers=flat(r["answers"], np.int32),
+                         box=flat(r["box"], bool), dist=flat(r["dist"], np.float16),
+                         answers=flat(r["answers"], np.int32),
                          answer_offsets=offsets(r["answers"]),
                          thumb=np.asarray(r["thumb"], np.int32),
                          tile_start=np.asarray(r["tile_start"], np.int32),
@@ -133,6 +136,7 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
             plan = plan_pyramid(source.width, source.height, recipe.tile_size, g)
             reader = PyramidReader(source, plan)
             thumb = builder.add_images(*reader.read_thumbnail())
+            level1_start = None     # level 1 is the same for every question of a scene: store once
             for q in questions:
                 box = q.get("hbox")
                 box = tuple(float(v) for v in box) if box else None
@@ -148,27 +152,38 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
                                                recipe.alpha):
                     kind = KINDS[view.kind]
                     if view.tiles:
-                        pixels, valid = reader.read_tiles(view.level, view.tiles)
-                        start = builder.add_images(pixels, valid)
+                        if view.kind == "level1" and level1_start is not None:
+                            start = level1_start
+                        else:
+                            pixels, valid = reader.read_tiles(view.level, view.tiles)
+                            start = builder.add_images(pixels, valid)
+                            if view.kind == "level1":
+                                level1_start = start
                         codes = (G * G + np.arange(len(view.tiles) * g * g, dtype=np.float32))
                         tokens = level_tokens(plan, view.level, view.tiles,
                                               codes.reshape(-1, g, g, 1),
                                               level_valid_token_shape(plan, view.level))
                         flags = token_box_flags(plan, view.level, tokens.rows, tokens.cols, box)
+                        dist = token_box_distance(plan, view.level, tokens.rows, tokens.cols, box)
                     else:
                         start, tokens, flags = builder.n_images, None, np.zeros(0, dtype=bool)
+                        dist = np.zeros(0, dtype=np.float32)
                     if view.keep_fraction < 1.0:
                         keep = prune_keep(flags, view.keep_fraction, rng)
                         tokens, flags, kind = tokens.subset(keep), flags[keep], KINDS["zoom-pruned"]
+                        dist = dist[keep]
                     seq = assemble(prefix_codes, thumb_codes, newline_code, newline_code, tokens,
                                    suffix_codes)
                     box_mask = np.zeros(seq.length, dtype=bool)
+                    dist_row = np.full(seq.length, np.inf, dtype=np.float32)
                     if flags.size:
                         box_mask[seq.hr_positions[flags]] = True
+                        dist_row[seq.hr_positions] = dist
                     r = builder.rows
                     r["codes"].append(np.rint(seq.embeds[:, 0]).astype(np.int32))
                     r["hr"].append(seq.hr_mask)
                     r["box"].append(box_mask)
+                    r["dist"].append(dist_row)
                     r["answers"].append(np.asarray(answer, np.int32))
                     r["thumb"].append(thumb)
                     r["tile_start"].append(start)

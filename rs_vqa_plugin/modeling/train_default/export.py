@@ -31,6 +31,10 @@ def export_bundle(model, tokenizer, recipe, out_dir, provenance: dict,
 
     model.eval()
     out_dir = Path(out_dir)
+    # Rotary positions have no weights: the context may exceed the trained lengths, so `full` can
+    # run on the smoke scenes (about 26k tokens); what is trained is far shorter, said in the card.
+    context = int(getattr(recipe, "export_context", 0) or recipe.max_positions)
+    model.llava.config.text_config.max_position_embeddings = max(context, recipe.max_positions)
     with tempfile.TemporaryDirectory(prefix="rs-vqa-default-") as tmp:
         src = save_llava_folder(model, tokenizer, recipe, Path(tmp) / "llava")
         convert_hf_llava(src, out_dir, rfm_layers=list(recipe.rfm_layers),

@@ -17,6 +17,7 @@ from .dataset import KINDS
 # Steps timed before the time budget is turned into a fixed step count (learning-rate warm-up
 # only depends on the step, so these steps are the same whatever the count becomes).
 TIMING_STEPS = 15
+REPLAN_SECONDS = 240
 
 
 def _kind_pools(cache) -> dict:
@@ -139,7 +140,7 @@ class Trainer:
         self.model.train()
         started = time.perf_counter()
         last_ckpt = last_val = started
-        timing_start, timing_steps = None, 0
+        timing_start, timing_steps = None, self.step
         while self.total is None or self.step < self.total:
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -151,6 +152,7 @@ class Trainer:
             batch = collate(self.train_cache, batch_indices(self.train_cache, self.pools,
                                                             stage.views, r.batch_size, r.seed,
                                                             self.step), self.text)
+            batch["step"] = self.step
             parts = self.model(batch)
             self.optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
@@ -159,24 +161,27 @@ class Trainer:
             self.step += 1
             now = time.perf_counter()
             self.seconds += now - step_start
-            if self.total is None:
-                # Turn the time budget into a fixed step count once the speed is known, so the
-                # schedule (and a resumed run) does not depend on later timing noise.
-                if self.step > 2 and timing_start is None:
+            if not r.max_steps and (self.total is None or timing_start is None
+                                   or now - timing_start >= REPLAN_SECONDS):
+                # The time budget becomes a step count once the speed is known, and is re-planned
+                # every few minutes from the recent speed (the machine may be shared). The plans
+                # are logged; a run given --max-steps instead is exactly reproducible.
+                if timing_start is None or (self.total is None and self.step <= 2):
                     timing_start, timing_steps = now, self.step
-                if timing_start is not None and self.step - timing_steps >= TIMING_STEPS:
+                elif self.step - timing_steps >= TIMING_STEPS:
                     per_step = (now - timing_start) / (self.step - timing_steps)
                     left = budget_seconds - (now - started)
                     self.total = max(self.step + 1, self.step + int(left / per_step))
                     self.log({"event": "schedule", "seconds_per_step": round(per_step, 3),
                               "total_steps": self.total})
+                    timing_start, timing_steps = now, self.step
             if budget_seconds > 0 and now - started > 1.25 * budget_seconds:
                 # A much slower machine than the timed steps promised: stop rather than overrun.
                 self.log({"event": "budget-exceeded", "step": self.step, "total": self.total})
                 self.total = self.step
             if self.step % r.log_every == 0 or self.step == 1:
                 self.log({"step": self.step, "total": self.total, "stage": stage.name,
-                          "lr": round(lr, 6), **{k: round(float(v), 4) for k, v in parts.items()},
+                          "lr": round(lr, 6), **{k: round(float(v.detach()), 4) for k, v in parts.items()},
                           "seconds": round(self.seconds, 1)})
             if now - last_ckpt >= r.checkpoint_minutes * 60:
                 self.save("last.pt")

@@ -112,6 +112,7 @@ class DefaultModel(nn.Module):
             q = int(batch["query"][b])
             hr = batch["hr"][b, :q + 1]
             box = batch["box"][b, :q + 1]
+            target = self._ground_target(batch, b, q, hr)
             teacher = torch.stack([attentions[l][b, :, q, :q + 1] for l in layers])   # [P, H, L]
             rows = self.rfm.forward_attention_rows(embeds[b, :q + 1].detach(), q)
             student = torch.stack([rows[l] for l in layers])
@@ -121,12 +122,16 @@ class DefaultModel(nn.Module):
             if bool(box.any()):
                 # Teacher grounding: the deepest paired LLM layer's query row, head mean.
                 probs = teacher[-1].mean(0)
-                mass = probs[box].sum() / probs[hr].sum().clamp_min(1e-9)
-                ground_terms.append(-torch.log(mass.clamp_min(1e-6)))
+                teacher_hr = probs[hr] / probs[hr].sum().clamp_min(1e-9)
                 # The RFM's own score (what rfm.onnx returns): per-head softmax over HR, head mean.
-                logit_hr = student[-1][:, hr]
-                score = torch.softmax(logit_hr.float(), dim=-1).mean(0)
-                rfm_box_terms.append(-torch.log(score[box[hr]].sum().clamp_min(1e-6)))
+                score = torch.softmax(student[-1][:, hr].float(), dim=-1).mean(0)
+                if target is None:
+                    inside = box[hr]
+                    ground_terms.append(-torch.log(teacher_hr[inside].sum().clamp_min(1e-6)))
+                    rfm_box_terms.append(-torch.log(score[inside].sum().clamp_min(1e-6)))
+                else:
+                    ground_terms.append(-(target * torch.log(teacher_hr.clamp_min(1e-9))).sum())
+                    rfm_box_terms.append(-(target * torch.log(score.clamp_min(1e-9))).sum())
         zero = lm_loss.new_zeros(())
         parts["distill"] = torch.stack(distill_terms).mean() if distill_terms else zero
         parts["ground"] = torch.stack(ground_terms).mean() if ground_terms else zero
@@ -134,6 +139,18 @@ class DefaultModel(nn.Module):
         parts["loss"] = (lm_loss + r.lambda_distill * parts["distill"]
                          + r.lambda_ground * parts["ground"] + r.lambda_rfm_box * parts["rfm_box"])
         return parts
+
+
+    def _ground_target(self, batch: dict, b: int, q: int, hr: torch.Tensor):
+        """Soft target over the HR tokens (None: the hard box-mass loss applies)."""
+        r = self.recipe
+        if getattr(r, "ground_target", "hard") != "soft" or int(batch.get("step", 0)) < int(
+                getattr(r, "soft_from_step", 0)):
+            return None
+        gap = batch["dist"][b, :q + 1][hr].float()
+        weight = torch.exp(-gap / float(r.ground_sigma))
+        total = weight.sum()
+        return weight / total if float(total) > 0 else None
 
 
 class _CausalView(nn.Module):
@@ -168,6 +185,7 @@ def collate(cache, indices, prompt_text) -> dict:
     mask = torch.zeros((n, length), dtype=torch.long)
     hr = torch.zeros((n, length), dtype=torch.bool)
     box = torch.zeros((n, length), dtype=torch.bool)
+    dist = torch.full((n, length), float("inf"))
     query = torch.zeros(n, dtype=torch.long)
     for b, s in enumerate(samples):
         p, a = len(s["codes"]), len(s["answer"])
@@ -177,8 +195,9 @@ def collate(cache, indices, prompt_text) -> dict:
         mask[b, :p + a] = 1
         hr[b, :p] = torch.from_numpy(s["hr"])
         box[b, :p] = torch.from_numpy(s["box"])
+        dist[b, :p] = torch.from_numpy(s["dist"].astype(np.float32))
         query[b] = p - 1
     images = torch.from_numpy(np.ascontiguousarray(cache.images[image_ids]))
     return {"images": images, "thumb": thumbs, "tiles": tiles, "codes": codes, "labels": labels,
-            "attention_mask": mask, "hr": hr, "box": box, "query": query,
+            "attention_mask": mask, "hr": hr, "box": box, "dist": dist, "query": query,
             "pad_id": prompt_text.pad_id, "kind": [s["kind"] for s in samples]}

@@ -35,6 +35,7 @@ class Recipe:
     text_intermediate: int = 384
     vocab_size: int = 700
     max_positions: int = 16384
+    export_context: int = 32768     # the shipped LLM's context (RoPE: no learned positions)
     rfm_layers: List[int] = field(default_factory=lambda: [1, 3])
     alpha: float = 0.25
     n_max: int = 24
@@ -64,6 +65,13 @@ class Recipe:
     lambda_distill: float = 1.0
     lambda_ground: float = 0.5      # teacher (LLM) query attention onto the asked object's tokens
     lambda_rfm_box: float = 0.5     # the RFM score mass on the asked object's tokens
+    # Grounding target: 'soft' = cross-entropy to exp(-gap / sigma) over the HR tokens (gap to the
+    # box in token cells), so the top-alpha set is a compact blob around the object; 'hard' =
+    # -log of the mass on the box's tokens. soft_from_step: hard before it (the shipped run
+    # switched at a resume; 0 for new runs).
+    ground_target: str = "soft"
+    ground_sigma: float = 1.0
+    soft_from_step: int = 0
     stages: List[Stage] = field(default_factory=lambda: [
         Stage("warm-up on zoomed views", 0.2, 1.5e-3, ["zoom"]),
         Stage("joint: thumbnail, level 1 and zoomed views", 0.8, 1e-3,

@@ -99,6 +99,26 @@ def token_box_flags(plan, level: int, rows: np.ndarray, cols: np.ndarray,
     return flags
 
 
+def token_box_distance(plan, level: int, rows: np.ndarray, cols: np.ndarray,
+                       box: Optional[Box]) -> np.ndarray:
+    """Gap between each token's footprint and the box, in token cells of that level (0: touching;
+    inf without a box): the soft grounding target decays with it, so the RFM's runners-up sit
+    next to the object and the next level's tiles stay few."""
+    dist = np.full(len(rows), np.inf, dtype=np.float32)
+    if box is None or len(rows) == 0:
+        return dist
+    cell = plan.tile_size / plan.token_grid
+    side = cell / plan.level(level).scale          # a token cell in source pixels
+    bx1, by1, bx2, by2 = (float(v) for v in box)
+    for i, (r, c) in enumerate(zip(np.asarray(rows).tolist(), np.asarray(cols).tolist())):
+        x0, y0, x1, y1 = level_cell_to_source(plan, level, c * cell, r * cell,
+                                              (c + 1) * cell, (r + 1) * cell)
+        dx = max(0.0, bx1 - x1, x0 - bx2)
+        dy = max(0.0, by1 - y1, y0 - by2)
+        dist[i] = float(np.hypot(dx, dy)) / side
+    return dist
+
+
 def prune_keep(box_flags: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Indices to keep: ceil(fraction * N) tokens, the box's tokens first, then random others."""
     n = len(box_flags)
