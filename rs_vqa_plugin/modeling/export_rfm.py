@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .onnx_io import external_data_needed
+from .onnx_io import external_data_needed, strip_source_metadata
 
 INPUT_NAMES = ["inputs_embeds", "hr_mask", "query_index"]
 OUTPUT_NAMES = ["scores"]
@@ -45,4 +45,5 @@ def export_rfm_onnx(rfm, path, fp16: bool = False, example_length: int = 48) -> 
                                     output_names=OUTPUT_NAMES, dynamic_shapes=dynamic,
                                     verbose=False)
         program.save(str(path), external_data=external_data_needed(graph))
+    strip_source_metadata(path)
     return path

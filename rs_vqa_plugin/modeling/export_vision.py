@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .onnx_io import external_data_needed
+from .onnx_io import external_data_needed, strip_source_metadata
 
 INPUT_NAMES = ["pixels"]
 OUTPUT_NAMES = ["tokens", "pooled"]
@@ -96,6 +96,7 @@ def export_vision_onnx(graph: VisionGraph, path, fp16: bool = False, example_bat
                                     output_names=OUTPUT_NAMES,
                                     dynamic_shapes={"pixels": {0: batch}}, verbose=False)
         program.save(str(path), external_data=external_data_needed(module))
+    strip_source_metadata(path)
     return path
 
 
