@@ -47,8 +47,9 @@ class TinyModelConfig:
     vocab_size: int = 600
 
 
-def train_tokenizer(vocab_size: int):
-    """Byte-level BPE over the built-in vocabulary: any text encodes, decoding is lossless."""
+def train_chatml_bpe(corpus, vocab_size: int):
+    """Byte-level BPE trained offline on `corpus` (any text still encodes, decoding is lossless),
+    wrapped as a PreTrainedTokenizerFast with the ChatML template the converter keeps."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -58,15 +59,20 @@ def train_tokenizer(vocab_size: int):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    words = _VOCABULARY.split()
-    corpus = [" ".join(words[i:i + 12]) for i in range(0, len(words), 6)]
-    corpus += [w.capitalize() + "?" for w in words] + ["\n".join(words[:20])]
-    tok.train_from_iterator(corpus * 3, trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", unk_token=None,
                                    additional_special_tokens=["<|im_start|>", "<image>"])
     fast.chat_template = CHATML_TEMPLATE
     return fast
+
+
+def train_tokenizer(vocab_size: int):
+    """The tiny model's tokenizer, trained on the built-in remote-sensing vocabulary."""
+    words = _VOCABULARY.split()
+    corpus = [" ".join(words[i:i + 12]) for i in range(0, len(words), 6)]
+    corpus += [w.capitalize() + "?" for w in words] + ["\n".join(words[:20])]
+    return train_chatml_bpe(corpus * 3, vocab_size)
 
 
 def build_tiny_llava(cfg: TinyModelConfig):
