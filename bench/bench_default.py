@@ -4,7 +4,9 @@ Per mode (thumbnail, grid = 3x3 tiles of level 1 whose long side is 3B, prune-on
 level of at most PRUNE_ONLY_MAX_TILES tiles, dip, full where it fits the token limit): accuracy
 per category, OA and AA (the engine's LRS-VQA scorer), LLM vision tokens, tiles encoded and
 seconds per question; for dip and prune-only also localisation: the share of questions with a
-box whose final kept tokens touch the box. Answers are logged per mode (a re-run resumes).
+box whose final kept tokens touch the box, and "object followed": the share whose box stays in
+the tiles read at every level (where dip loses it otherwise). Answers are logged per mode (a
+re-run resumes).
 
     python bench/bench_default.py [--model models/default] [--scenes 3] [--stride 2]
         [--modes thumbnail,grid,prune-only,dip,full] [--out bench/out/default] [--split test]
@@ -79,6 +81,21 @@ def box_touched(answer, box, georef) -> bool:
     return False
 
 
+def box_in_tiles(trace: dict, box, size, manifest) -> list:
+    """Per pass of a dip/prune-only trace: does any tile read at that level touch the box?
+    (Where dip loses the asked object on its way down, if it does.)"""
+    from rs_vqa_plugin.engine.pyramid import plan_pyramid
+    from rs_vqa_plugin.modeling.train_default.views import box_tiles
+
+    plan = plan_pyramid(*size, manifest.tile_size, manifest.pooled_grid)
+    kept = []
+    for level in trace["levels"]:
+        r0, r1, c0, c1 = box_tiles(plan, level, box)
+        tiles = {tuple(t) for t in trace["tiles"][str(level)]}
+        kept.append(any((r, c) in tiles for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)))
+    return kept
+
+
 def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=None,
              alpha=None) -> list:
     from rs_vqa_plugin.engine.errors import InputError
@@ -117,6 +134,7 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
                               level=level if mode in ("grid", "prune-only") else None)
                 if q.get("hbox") and mode in ("dip", "prune-only"):
                     record["touches_box"] = box_touched(answer, q["hbox"], georef)
+                    record["box_in_tiles"] = box_in_tiles(t, q["hbox"], size, engine.manifest)
             log.write(json.dumps(record) + "\n")
             log.flush()
             done[q["question_id"]] = record
@@ -143,12 +161,18 @@ def summarise(questions, records) -> dict:
     if boxed:
         result["localisation"] = sum(r["touches_box"] for r in boxed) / len(boxed)
         result["boxed_questions"] = len(boxed)
+        followed = [r for r in boxed if "box_in_tiles" in r]
+        if followed:
+            # share of boxed questions whose object stayed in the tiles read at every level
+            result["box_followed"] = sum(all(r["box_in_tiles"]) for r in followed) / len(followed)
+            result["final_level"] = sum(r["levels"][-1] for r in answered) / len(answered)
     return result
 
 
 def table(summary: dict) -> str:
     cats = sorted({c for s in summary.values() for c in s.get("categories", {})})
-    head = ["mode", "AA", "OA"] + cats + ["vision tokens", "tiles", "s/question", "localisation"]
+    head = ["mode", "AA", "OA"] + cats + ["vision tokens", "tiles", "s/question", "localisation",
+                                          "object followed", "final level"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mode, s in summary.items():
         if "AA" not in s:
@@ -157,7 +181,9 @@ def table(summary: dict) -> str:
         row = [mode, f"{100 * s['AA']:.1f}", f"{100 * s['OA']:.1f}"]
         row += [f"{100 * s['categories'][c]:.0f}" if c in s["categories"] else "-" for c in cats]
         row += [f"{s['llm_vision_tokens']:.0f}", f"{s['tiles_encoded']:.1f}", f"{s['seconds']:.2f}",
-                f"{100 * s['localisation']:.0f}% of {s['boxed_questions']}" if "localisation" in s else "-"]
+                f"{100 * s['localisation']:.0f}% of {s['boxed_questions']}" if "localisation" in s else "-",
+                f"{100 * s['box_followed']:.0f}%" if "box_followed" in s else "-",
+                f"{s['final_level']:.1f}" if "final_level" in s else "-"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -80,6 +80,28 @@ def test_batches_depend_only_on_seed_and_step():
     assert stage_at(recipe, 99, 100).name == recipe.stages[-1].name
 
 
+def test_search_views_hide_the_object_among_other_tile_clusters():
+    from rs_vqa_plugin.engine.pyramid import plan_pyramid
+    from rs_vqa_plugin.modeling.train_default.views import box_tiles, search_view
+
+    plan = plan_pyramid(8192, 6000, 64, 4)
+    box = (5000.0, 2000.0, 5040.0, 2030.0)
+    for seed in range(20):
+        view = search_view(plan, box, np.random.default_rng(seed), 32)
+        assert view.kind == "search" and view.keep_fraction == 1.0
+        assert 2 <= view.level <= len(plan.levels)
+        assert 8 <= len(view.tiles) <= 32
+        assert view.tiles == sorted(set(view.tiles))
+        r0, r1, c0, c1 = box_tiles(plan, view.level, box)
+        assert ((r0 + r1) // 2, (c0 + c1) // 2) in view.tiles      # the object is always there
+        lv = plan.level(view.level)
+        assert all(0 <= r < lv.rows and 0 <= c < lv.cols for r, c in view.tiles)
+    again = search_view(plan, box, np.random.default_rng(3), 32)
+    assert again == search_view(plan, box, np.random.default_rng(3), 32)
+    # a one-level pyramid has nothing deeper to search
+    assert search_view(plan_pyramid(150, 150, 64, 4), (1, 1, 5, 5), np.random.default_rng(0), 32) is None
+
+
 def test_train_default_runs_a_few_steps_end_to_end(tmp_path):
     from rs_vqa_plugin.engine.bundle import load_bundle
 
@@ -105,4 +127,15 @@ def test_train_default_runs_a_few_steps_end_to_end(tmp_path):
                            timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "step=" not in again.stderr
+    # --resume with a larger budget continues the finished run, then exports again
+    trained = json.loads((out / "summary.json").read_text())["train_seconds"]
+    more = subprocess.run([sys.executable, "-m", "rs_vqa_plugin", "train-default", str(out),
+                           "--resume", "--budget-minutes", f"{trained / 60 + 0.1:.4f}"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr[-2000:]
+    log = [json.loads(l) for l in (out / "train.log").read_text().splitlines()]
+    assert any(r.get("event") == "extend" for r in log)
+    assert max(r["step"] for r in log if "loss" in r) > 4
+    assert json.loads((out / "summary.json").read_text())["steps"] > 4
+    load_bundle(out / "bundle")
     print(f"tiny train-default run: {seconds:.0f} s")

@@ -16,7 +16,7 @@ import numpy as np
 
 from .views import prune_keep, token_box_distance, token_box_flags, views_for_question
 
-KINDS = {"level1": 0, "zoom": 1, "zoom-pruned": 2, "thumbnail": 3}
+KINDS = {"level1": 0, "zoom": 1, "zoom-pruned": 2, "thumbnail": 3, "search": 4}
 CACHE_VERSION = 2
 
 
@@ -149,7 +149,7 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
                                           "category": q.get("category", ""),
                                           "ground_truth": q["ground_truth"]})
                 for view in views_for_question(plan, box, kinds, rng, recipe.max_view_tiles,
-                                               recipe.alpha):
+                                               recipe.alpha, recipe.search_tiles):
                     kind = KINDS[view.kind]
                     if view.tiles:
                         if view.kind == "level1" and level1_start is not None:

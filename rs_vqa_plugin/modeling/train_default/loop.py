@@ -23,7 +23,8 @@ REPLAN_SECONDS = 240
 def _kind_pools(cache) -> dict:
     pools = {"level1": np.flatnonzero(cache.kind == KINDS["level1"]),
              "zoom": np.flatnonzero((cache.kind == KINDS["zoom"]) | (cache.kind == KINDS["zoom-pruned"])),
-             "thumbnail": np.flatnonzero(cache.kind == KINDS["thumbnail"])}
+             "thumbnail": np.flatnonzero(cache.kind == KINDS["thumbnail"]),
+             "search": np.flatnonzero(cache.kind == KINDS["search"])}
     return {k: v for k, v in pools.items() if v.size}
 
 
@@ -45,10 +46,17 @@ def stage_at(recipe, step: int, total: int):
     return recipe.stages[-1]
 
 
-def learning_rate(recipe, stage, step: int, total: int) -> float:
-    warm = min(1.0, (step + 1) / max(1, recipe.warmup_steps))
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total))))
-    return stage.lr * warm * (0.1 + 0.9 * cosine)
+# A continued run (Trainer.extend) restarts the cosine over its new steps at this share of the
+# stage's rate: the old schedule ended near 10% of it, too low to learn the new views.
+RESTART_SCALE = 0.5
+
+
+def learning_rate(recipe, stage, step: int, total: int, phase_start: int = 0) -> float:
+    span, at = max(1, total - phase_start), step - phase_start
+    warm = min(1.0, (at + 1) / max(1, recipe.warmup_steps))
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, at / span)))
+    scale = RESTART_SCALE if phase_start else 1.0
+    return stage.lr * scale * warm * (0.1 + 0.9 * cosine)
 
 
 class Trainer:
@@ -68,6 +76,7 @@ class Trainer:
         self.total: Optional[int] = recipe.max_steps or None
         self.seconds = 0.0              # training seconds, summed over resumed runs
         self.best = -1.0
+        self.phase_start = 0            # the step a continued run (extend) started from
         self.pools = _kind_pools(train_cache)
 
     # ------------------------------------------------------------ checkpoints
@@ -76,7 +85,7 @@ class Trainer:
         tmp = path.with_name(path.name + ".tmp")
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "step": self.step, "total": self.total, "seconds": self.seconds,
-                    "best": self.best}, tmp)
+                    "best": self.best, "phase_start": self.phase_start}, tmp)
         tmp.replace(path)
         return path
 
@@ -89,8 +98,19 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.total = int(state["step"]), state["total"]
         self.seconds, self.best = float(state["seconds"]), float(state["best"])
+        self.phase_start = int(state.get("phase_start", 0))
         self.log({"event": "resumed", "step": self.step, "total": self.total})
         return True
+
+    def extend(self, more_seconds: float) -> None:
+        """Continue a finished run for about `more_seconds` more: the step count is estimated from
+        the run's own speed so far (re-planned after a few steps), the best-on-val restarts."""
+        per_step = self.seconds / max(1, self.step)
+        self.total = self.step + max(1, int(more_seconds / per_step))
+        self.best = -1.0
+        self.phase_start = self.step
+        self.log({"event": "extend", "step": self.step, "total_steps": self.total,
+                  "seconds": round(more_seconds)})
 
     # ------------------------------------------------------------ validation
     @torch.no_grad()
@@ -146,7 +166,7 @@ class Trainer:
                 cancel.raise_if_cancelled()
             step_start = time.perf_counter()
             stage = stage_at(r, self.step, self.total or 10 ** 9)
-            lr = learning_rate(r, stage, self.step, self.total or 10 ** 9)
+            lr = learning_rate(r, stage, self.step, self.total or 10 ** 9, self.phase_start)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             batch = collate(self.train_cache, batch_indices(self.train_cache, self.pools,

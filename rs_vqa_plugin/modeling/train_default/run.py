@@ -12,7 +12,7 @@ from typing import Optional
 from ...engine.errors import InputError
 from .recipe import Recipe
 
-VAL_KINDS = ("thumbnail", "level1", "zoom", "zoom")
+VAL_KINDS = ("thumbnail", "level1", "zoom", "zoom", "search")
 
 
 class RunLog:
@@ -119,11 +119,16 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     caches = {}
     for split, kinds in (("train", None), ("val", VAL_KINDS)):
         path = out / "cache" / f"{split}.npz"
+        kinds = kinds or recipe.train_kinds()
         if path.is_file():
-            caches[split] = ViewCache.load(path)
-            continue
+            cache = ViewCache.load(path)
+            if tuple(cache.meta.get("kinds", ())) == tuple(kinds):
+                caches[split] = cache
+                continue
+            # The recipe gained view kinds (a resumed run with a newer recipe): rebuild.
+            log({"event": "views-stale", "split": split, "had": cache.meta.get("kinds")})
+            del cache
         path.parent.mkdir(parents=True, exist_ok=True)
-        kinds = kinds or tuple(["thumbnail", "level1"] + ["zoom"] * recipe.zoom_views)
         cache = build_view_cache(splits[split], recipe, text, kinds,
                                  seed=recipe.seed + (0 if split == "train" else 10 ** 6),
                                  cancel=cancel)
@@ -140,7 +145,11 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
 
     done_marker = out / "checkpoints" / "done.json"
     bundle_dir = out / "bundle"
-    if done_marker.is_file() and (bundle_dir / "manifest.json").is_file():
+    trained = json.loads(_summary_path(out).read_text()).get("train_seconds", 0.0) \
+        if _summary_path(out).is_file() else 0.0
+    extending = resume and budget_minutes is not None and done_marker.is_file() \
+        and recipe.budget_minutes * 60 - trained > 5
+    if done_marker.is_file() and (bundle_dir / "manifest.json").is_file() and not extending:
         log({"event": "already-exported", "bundle": str(bundle_dir)})
         return bundle_dir
 
@@ -150,6 +159,11 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     model = DefaultModel(build_llava(recipe, tokenizer), recipe)
     trainer = Trainer(model, recipe, caches["train"], caches["val"], text, out, log=log)
     trainer.resume()
+    if extending and recipe.budget_minutes * 60 - trainer.seconds > 5:
+        # A finished run resumed with a larger budget: continue it (the schedule stretches to the
+        # new total; selection on val restarts, as the val views may have changed).
+        trainer.extend(recipe.budget_minutes * 60 - trainer.seconds)
+        done_marker.unlink()
     if not done_marker.is_file():
         budget = max(0.0, recipe.budget_minutes * 60 - trainer.seconds)
         result = trainer.run(budget, cancel=cancel)

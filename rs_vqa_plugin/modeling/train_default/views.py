@@ -5,7 +5,10 @@ model a small object at the size it has in the deeper levels where `dip` ends, s
 views: the tiles around the asked object at a deeper level of the same whole-scene pyramid
 (with the whole-scene thumbnail, as in dip's sequences), sometimes with distractor tiles, and
 sometimes pruned to alpha of their tokens, the object's tokens kept first, as dip's final
-sequence is. Pure functions of the plan, the box and a numpy Generator."""
+sequence is. 'search' views are what dip's sequences look like at a deeper level: the asked
+object's tiles among many others in a few clusters (dip zooms into several candidate regions at
+once), so the RFM learns to find the object among up to N_max-like tile counts, not only inside
+a small window around it. Pure functions of the plan, the box and a numpy Generator."""
 
 from __future__ import annotations
 
@@ -80,6 +83,39 @@ def zoom_view(plan, box: Box, rng: np.random.Generator, max_tiles: int, alpha: f
     return ViewSpec("zoom", level, sorted(tiles), keep)
 
 
+def _block(rows: int, cols: int, r: int, c: int, half: int):
+    """Tiles of the (2*half+1)^2 block centred on (r, c), clipped to the level's grid."""
+    return {(i, j) for i in range(max(0, r - half), min(rows, r + half + 1))
+            for j in range(max(0, c - half), min(cols, c + half + 1))}
+
+
+def search_view(plan, box: Box, rng: np.random.Generator, max_tiles: int) -> Optional[ViewSpec]:
+    """The object's tiles plus 1-3 other clusters of tiles at a random deeper level, all tokens:
+    8..max_tiles tiles in all, in raster order."""
+    levels = zoom_levels(plan)
+    if not levels:
+        return None
+    level = int(rng.choice(levels))
+    lv = plan.level(level)
+    r0, r1, c0, c1 = box_tiles(plan, level, box)
+    rc, cc = (r0 + r1) // 2, (c0 + c1) // 2
+    # The object's own cluster: a block around it (dip's kept tokens near the object map to it).
+    tiles = _block(lv.rows, lv.cols, rc, cc, int(rng.integers(0, 2)))
+    want = int(rng.integers(min(8, max_tiles), max_tiles + 1))
+    want = min(want, lv.rows * lv.cols)
+    for _ in range(int(rng.integers(1, 4))):
+        if len(tiles) >= want:
+            break
+        r, c = int(rng.integers(0, lv.rows)), int(rng.integers(0, lv.cols))
+        tiles |= _block(lv.rows, lv.cols, r, c, int(rng.integers(0, 3)))
+    while len(tiles) < want:        # scattered singles, as a diffuse RFM would also select
+        tiles.add((int(rng.integers(0, lv.rows)), int(rng.integers(0, lv.cols))))
+    if len(tiles) > max_tiles:      # drop far tiles first, never the object's
+        far = sorted(tiles, key=lambda t: -max(abs(t[0] - rc), abs(t[1] - cc)))
+        tiles -= set(far[:len(tiles) - max_tiles])
+    return ViewSpec("search", level, sorted(tiles), 1.0)
+
+
 def level1_view(plan) -> ViewSpec:
     return ViewSpec("level1", 1, plan.level(1).tiles(), 1.0)
 
@@ -134,7 +170,7 @@ def prune_keep(box_flags: np.ndarray, fraction: float, rng: np.random.Generator)
 
 
 def views_for_question(plan, box: Optional[Box], kinds: Sequence[str], rng: np.random.Generator,
-                       max_tiles: int, alpha: float) -> List[ViewSpec]:
+                       max_tiles: int, alpha: float, search_tiles: int = 32) -> List[ViewSpec]:
     views: List[ViewSpec] = []
     for kind in kinds:
         if kind == "thumbnail":
@@ -145,6 +181,10 @@ def views_for_question(plan, box: Optional[Box], kinds: Sequence[str], rng: np.r
             views.append(level1_view(plan))
         elif kind == "zoom" and box is not None:
             view = zoom_view(plan, box, rng, max_tiles, alpha)
+            if view is not None:
+                views.append(view)
+        elif kind == "search" and box is not None:
+            view = search_view(plan, box, rng, search_tiles)
             if view is not None:
                 views.append(view)
     return views
