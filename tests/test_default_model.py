@@ -118,6 +118,8 @@ def test_train_default_runs_a_few_steps_end_to_end(tmp_path):
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     assert all(np.isfinite(r["loss"]) for r in steps)
     assert any(r.get("event") == "val" for r in log)
+    assert any(r.get("em_search") is not None for r in log if r.get("event") == "val")
+    assert any(r.get("stage", "").startswith("search") for r in steps)
     bundle = load_bundle(out / "bundle")
     assert bundle.manifest.rfm["made"] == "distilled"
     assert json.loads((out / "recipe.json").read_text())["seed"] == 1

@@ -12,7 +12,7 @@ from typing import Optional
 from ...engine.errors import InputError
 from .recipe import Recipe
 
-VAL_KINDS = ("thumbnail", "level1", "zoom", "zoom", "search")
+VAL_KINDS = ("thumbnail", "level1", "zoom", "zoom")
 
 
 class RunLog:
@@ -117,7 +117,8 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     # 3. view caches
     t0 = time.perf_counter()
     caches = {}
-    for split, kinds in (("train", None), ("val", VAL_KINDS)):
+    val_kinds = VAL_KINDS + (("search",) if recipe.search_views else ())
+    for split, kinds in (("train", None), ("val", val_kinds)):
         path = out / "cache" / f"{split}.npz"
         kinds = kinds or recipe.train_kinds()
         if path.is_file():
