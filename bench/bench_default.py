@@ -25,6 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODES = ("thumbnail", "grid", "prune-only", "dip", "full")
+# Diagnostic, not a mode of the method: `full` on a crop around the asked object's box (the
+# answer key's box, so an upper bound of what a perfect selection could hand the LLM). Boxed
+# questions only; tells a reading failure (the model cannot answer even from the object at full
+# resolution) from a selection failure.
+ORACLE = "oracle-crop"
+ORACLE_MARGIN = 128     # source pixels around the box
 PRUNE_ONLY_MAX_TILES = 256
 MAX_NEW_TOKENS = 8
 
@@ -96,6 +102,17 @@ def box_in_tiles(trace: dict, box, size, manifest) -> list:
     return kept
 
 
+def oracle_scope(box, size, georef):
+    """The box grown by ORACLE_MARGIN px on each side, clipped to the image, in map coordinates."""
+    import numpy as np
+
+    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, y1 = max(0.0, x1 - ORACLE_MARGIN), max(0.0, y1 - ORACLE_MARGIN)
+    x2, y2 = min(float(size[0]), x2 + ORACLE_MARGIN), min(float(size[1]), y2 + ORACLE_MARGIN)
+    xs, ys = georef.pixel_to_map(np.array([x1, x2, x1, x2]), np.array([y1, y1, y2, y2]))
+    return (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+
+
 def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=None,
              alpha=None) -> list:
     from rs_vqa_plugin.engine.errors import InputError
@@ -119,6 +136,11 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
             level = prune_only_level(*size, engine.manifest) if mode == "prune-only" else 1
             options = AskOptions(mode=mode, level=level, max_new_tokens=MAX_NEW_TOKENS, n_max=n_max,
                                  alpha=alpha)
+            if mode == ORACLE:
+                if not q.get("hbox"):
+                    continue
+                options = AskOptions(mode="full", max_new_tokens=MAX_NEW_TOKENS,
+                                     scope=oracle_scope(q["hbox"], size, georef))
             record = {"question_id": q["question_id"], "mode": mode, "category": q["category"],
                       "image": q["image"], "image_size": list(size)}
             try:
@@ -214,7 +236,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scenes", type=int, default=3)
     parser.add_argument("--stride", type=int, default=2,
                         help="every N-th question of each scene (the split has 40 per scene)")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"comma-separated; also '{ORACLE}' (diagnostic, boxed questions only)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "default"))
     parser.add_argument("--data", default=None, help="scene + question folder (default OUT/data)")
     parser.add_argument("--n-max", type=int, default=None, help="tile cap (default: the bundle's)")
