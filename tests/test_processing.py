@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
@@ -267,6 +269,10 @@ def test_ask_batch_over_several_rasters(rs_vqa_provider, tiny_bundle, tmp_path):
     # What the batch dialog does: one fresh algorithm instance per raster, same parameters.
     from qgis.core import QgsApplication
 
+    from rs_vqa_plugin.processing import engine_cache
+
+    engine_cache.release()
+    loads = engine_cache.loads
     algorithm = QgsApplication.processingRegistry().algorithmById("rs_vqa:ask")
     # One lon/lat polygon as the scope of both: reprojected to each raster's CRS.
     scope = polygon_file(tmp_path / "scope.gpkg", 4326,
@@ -285,6 +291,15 @@ def test_ask_batch_over_several_rasters(rs_vqa_provider, tiny_bundle, tmp_path):
         counts.append(result["ANSWERED"])
         assert vector_layer(result["HEATMAP"]).crs().authid() == f"EPSG:{epsg}"
     assert counts == [1, 1]
+    assert engine_cache.loads == loads + 1, "each batch row loaded the model again"
+    # a bundle rebuilt in place is reloaded, not served stale
+    manifest = tiny_bundle / "manifest.json"
+    stat = manifest.stat()
+    os.utime(manifest, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
+    result = run(algorithm.create(), {"INPUT": str(raster), "QUESTIONS": QUESTIONS[0],
+                                      "MODEL": str(tiny_bundle), "MODE": "thumbnail", "MAX_TOKENS": 2,
+                                      "OUTPUT": str(tmp_path / "again.csv")})
+    assert result["ANSWERED"] == 1 and engine_cache.loads == loads + 2
 
 
 # -- evaluate: LRS-VQA questions, answers file resumed, accuracy table -------------------------

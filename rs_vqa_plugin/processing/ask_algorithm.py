@@ -113,8 +113,9 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             "Outputs: a table with one row per question (answer, seconds, tiles read, LLM vision "
             "tokens, pyramid levels visited), a heatmap polygon layer in the raster's CRS with the "
             "cells the model looked at for every question (field 'question'), and the number of "
-            "questions answered. The model is loaded once per run. Cancel stops between questions "
-            "and inside long stages; the questions answered so far are kept.\n\n"
+            "questions answered. The model is loaded once and kept for the next run, so a batch "
+            "loads it once. Cancel stops between questions and inside long stages; the questions "
+            "answered so far are kept.\n\n"
             "Runs the model in this Python: it needs torch, transformers and onnxruntime (the "
             "runtime made by ./build.sh setup)."
         )
@@ -195,27 +196,30 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         heat_sink, heat_id = self.parameterAsSink(parameters, "HEATMAP", context, heat_fields(),
                                                   QgsWkbTypes.Polygon, layer.crs())
         from ..engine.errors import Cancelled, RsVqaError
-        from ..engine.pipeline import AskOptions, Engine
+        from ..engine.pipeline import AskOptions
+        from .engine_cache import shared_engine
 
         bridge = FeedbackBridge(feedback, total_units=len(questions))
         answered = 0
         try:
-            feedback.pushInfo(f"Loading the model from {model_dir} ({device})…")
-            engine = Engine(model_dir, device=device)
-            options = AskOptions(**options_kwargs)
-            for index, question in enumerate(questions):
-                if bridge.cancelled:
-                    break
-                bridge.start_unit(index)
-                feedback.pushInfo(f"[{index + 1}/{len(questions)}] {question.text}")
-                answer = engine.ask(path, question.text, options, events=bridge, cancel=bridge.token)
-                sink.addFeature(_answer_row(answer_fields(), question, answer), QgsFeatureSink.FastInsert)
-                if heat_sink is not None:
-                    heat_sink.addFeatures(list(_heat_features(heat_fields(), index, question, answer)),
-                                          QgsFeatureSink.FastInsert)
-                answered += 1
-                feedback.pushInfo(f"    -> {answer.text}")
-                bridge.finish_unit(index)
+            with shared_engine(model_dir, device, on_load=lambda: feedback.pushInfo(
+                    f"Loading the model from {model_dir} ({device})…")) as engine:
+                options = AskOptions(**options_kwargs)
+                for index, question in enumerate(questions):
+                    if bridge.cancelled:
+                        break
+                    bridge.start_unit(index)
+                    feedback.pushInfo(f"[{index + 1}/{len(questions)}] {question.text}")
+                    answer = engine.ask(path, question.text, options, events=bridge,
+                                        cancel=bridge.token)
+                    sink.addFeature(_answer_row(answer_fields(), question, answer),
+                                    QgsFeatureSink.FastInsert)
+                    if heat_sink is not None:
+                        heat_sink.addFeatures(list(_heat_features(heat_fields(), index, question,
+                                                                  answer)), QgsFeatureSink.FastInsert)
+                    answered += 1
+                    feedback.pushInfo(f"    -> {answer.text}")
+                    bridge.finish_unit(index)
         except Cancelled:
             feedback.reportError(f"Cancelled after {answered} of {len(questions)} questions; "
                                  "the answers so far are kept.")

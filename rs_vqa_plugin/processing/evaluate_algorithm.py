@@ -82,7 +82,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             f"MODE: {MODE_HELP}.\n\n"
             "Resumable: answers already in the answers file are kept and not asked again, so a "
             "cancelled or crashed run continues where it stopped when run again with the same "
-            "answers file. The model is loaded once per run."
+            "answers file. The model is loaded once and kept for the next run."
         )
 
     def createInstance(self):  # noqa: N802 (QGIS API name)
@@ -165,7 +165,8 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         require_ml_runtime()
         from ..engine.errors import Cancelled, RsVqaError
         from ..engine.evaluate import run_questions
-        from ..engine.pipeline import AskOptions, Engine
+        from ..engine.pipeline import AskOptions
+        from .engine_cache import shared_engine
 
         bridge = FeedbackBridge(feedback, total_units=todo)
 
@@ -175,12 +176,13 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
 
         answered = 0
         try:
-            feedback.pushInfo(f"Loading the model from {model_dir} ({device})…")
-            engine = Engine(model_dir, device=device)
-            # run_questions appends and flushes one answer at a time and skips those already in
-            # the file: whatever was answered survives a cancel or a crash.
-            answered = run_questions(engine, records, images, answers_path, AskOptions(**options),
-                                     on_answer=on_answer, events=bridge, cancel=bridge.token)
+            with shared_engine(model_dir, device, on_load=lambda: feedback.pushInfo(
+                    f"Loading the model from {model_dir} ({device})…")) as engine:
+                # run_questions appends and flushes one answer at a time and skips those already
+                # in the file: whatever was answered survives a cancel or a crash.
+                answered = run_questions(engine, records, images, answers_path,
+                                         AskOptions(**options), on_answer=on_answer, events=bridge,
+                                         cancel=bridge.token)
         except Cancelled:
             feedback.reportError(f"Cancelled; the answers so far are in {answers_path}: run again "
                                  "with the same answers file to continue.")

@@ -33,3 +33,10 @@ class RsVqaProvider(QgsProcessingProvider):
     def loadAlgorithms(self):  # noqa: N802 (QGIS API name)
         for algorithm in (AskAlgorithm(), EvaluateAlgorithm(), BuildPyramidAlgorithm()):
             self.addAlgorithm(algorithm)
+
+    def unload(self):
+        # The plugin is going away (or reloading): free the model kept between runs.
+        from .engine_cache import release
+
+        release()
+        super().unload()
