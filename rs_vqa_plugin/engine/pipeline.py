@@ -135,6 +135,7 @@ class Engine:
         from .raster import RasterSource
         from .reader import PyramidReader
         from .scope import scope_window
+        from .scope_mask import scope_mask
 
         options = options or AskOptions()
         started = time.perf_counter()
@@ -151,6 +152,9 @@ class Engine:
         with RasterSource(raster_path, bands=options.bands, window=window,
                           overview_cache_dir=options.overview_cache_dir,
                           events=run.emit, cancel=cancel) as source:
+            # A polygon is read through its bounding-box window, the outside masked as missing.
+            source.scope_mask = scope_mask(options.scope, source.georef,
+                                           (0, 0, source.width, source.height))
             plan = plan_pyramid(source.width, source.height, tile_size=m.tile_size, token_grid=m.pooled_grid)
             start_level = self._start_level(plan, options)
             if options.mode in ("grid", "full"):

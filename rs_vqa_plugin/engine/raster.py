@@ -168,6 +168,8 @@ class RasterSource:
         self._read_bands = sorted(set(self.bands))
         self._nodata = [self._ds.GetRasterBand(b).GetNoDataValue() for b in self._read_bands]
         self.mask_kind = self._mask_kind()
+        # A polygon scope (engine.scope_mask.ScopeMask): pixels outside it read as missing.
+        self.scope_mask = None
         self.pixels_read = 0
         emit(events, progress_event("read", 0.0, f"sampling {self.path.name} for the 8-bit stretch"))
         self.stretch = self._stretch_limits()
@@ -257,6 +259,8 @@ class RasterSource:
     def read(self, src_x, src_y, src_w, src_h, out_w, out_h):
         """Window in scope pixels (floats allowed) -> (uint8 [out_h, out_w, 3], valid bool [out_h, out_w])."""
         values, valid = self._read_raw(src_x, src_y, src_w, src_h, out_w, out_h)
+        if self.scope_mask is not None:
+            valid = valid & self.scope_mask.inside(src_x, src_y, src_w, src_h, int(out_w), int(out_h))
         rgb = np.empty(values.shape[1:] + (3,), np.uint8)
         for channel, band in enumerate(self.bands * 3 if len(self.bands) == 1 else self.bands):
             i = self._read_bands.index(band)

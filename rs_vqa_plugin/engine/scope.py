@@ -1,7 +1,8 @@
 """A question's scope: a map extent or polygon in the raster's CRS -> the pixel window it covers.
 
 The window is the pixel bounding box of the scope's vertices (through the inverse geotransform,
-so rotated rasters are handled), clipped to the raster. The pyramid is then planned over it.
+so rotated rasters are handled), clipped to the raster. The pyramid is then planned over it, and
+a polygon's outside is masked within it (scope_mask.py).
 """
 
 from __future__ import annotations
