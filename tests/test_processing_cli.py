@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 
 import pytest
@@ -65,8 +66,10 @@ def test_qgis_process_ask(qgis_process_env, tiny_bundle, tmp_path, qgis_app):  #
 
 def test_qgis_process_without_the_ml_runtime_says_how_to_set_it_up(qgis_process_env, tiny_bundle,
                                                                      tmp_path):
-    # What the QGIS desktop's own Python looks like: Debian's packages, no torch / onnxruntime.
+    # What the QGIS desktop's own Python looks like: Debian's packages, no torch / onnxruntime,
+    # and no runtime Python for a worker either.
     env = {k: v for k, v in qgis_process_env.items() if k != "PYTHONPATH"}
+    env["RS_VQA_RUNTIME_PYTHON"] = ""
     raster = make_rgb_scene(tmp_path / "scene.tif", size=64)
     done = qgis_process(env, "run", "rs_vqa:ask", "--", f"INPUT={raster}",
                         "QUESTIONS=How many ships?", f"MODEL={tiny_bundle}",
@@ -76,3 +79,18 @@ def test_qgis_process_without_the_ml_runtime_says_how_to_set_it_up(qgis_process_
     assert "cannot import onnxruntime, torch, transformers" in output, output[-3000:]
     assert "./build.sh setup" in output and "PYTHONPATH=" in output
     assert not (tmp_path / "a.csv").exists()
+
+
+def test_qgis_process_without_the_ml_stack_runs_the_model_in_the_runtime_worker(
+        qgis_process_env, tiny_bundle, tmp_path):
+    # QGIS's own Python has no torch; the runtime made by ./build.sh setup answers in a worker.
+    env = {k: v for k, v in qgis_process_env.items() if k != "PYTHONPATH"}
+    env["RS_VQA_RUNTIME_PYTHON"] = sys.executable
+    raster = make_rgb_scene(tmp_path / "scene.tif", size=(300, 200), epsg=32633)
+    done = qgis_process(env, "--json", "run", "rs_vqa:ask", "--", f"INPUT={raster}",
+                        "QUESTIONS=How many ships?\nAnd how many cars?", f"MODEL={tiny_bundle}",
+                        "MODE=dip", "MAX_TOKENS=2", f"OUTPUT={tmp_path / 'a.csv'}",
+                        f"HEATMAP={tmp_path / 'heat.gpkg'}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads(done.stdout)["results"]["ANSWERED"] == 2
+    assert (tmp_path / "a.csv").read_text().count("\n") >= 3      # header + two answers

@@ -116,8 +116,9 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             "questions answered. The model is loaded once and kept for the next run, so a batch "
             "loads it once. Cancel stops between questions and inside long stages; the questions "
             "answered so far are kept.\n\n"
-            "Runs the model in this Python: it needs torch, transformers and onnxruntime (the "
-            "runtime made by ./build.sh setup)."
+            "Runs the model in this Python when it has torch, transformers and onnxruntime, "
+            "otherwise in the runtime's worker process (the runtime Python of RS-VQA's settings, "
+            "made by ./build.sh setup, or RS_VQA_RUNTIME_PYTHON)."
         )
 
     def createInstance(self):  # noqa: N802 (QGIS API name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from typing import List, Optional
 
@@ -24,11 +25,31 @@ def missing_ml_packages() -> List[str]:
     return [name for name in ML_PACKAGES if not _importable(name)]
 
 
+def worker_python() -> str:
+    """A runtime Python that can run the models in a worker process, or '' when there is none:
+    RS_VQA_RUNTIME_PYTHON when set (empty: none), else the plugin settings' runtime Python
+    (by default the .venv that ./build.sh setup makes beside the sources)."""
+    candidate = os.environ.get("RS_VQA_RUNTIME_PYTHON")
+    if candidate is None:
+        from ..gui.settings import load_settings
+
+        candidate = load_settings().python
+    candidate = str(candidate or "")
+    return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else ""
+
+
+def runs_in_worker() -> bool:
+    """True when this Python cannot run the models but a runtime worker can."""
+    return bool(missing_ml_packages()) and bool(worker_python())
+
+
 def runtime_help(missing: List[str]) -> str:
     return (
         f"RS-VQA's Processing algorithms run the model inside this Python ({sys.executable}), which "
-        f"cannot import {', '.join(missing)}. Set up the runtime once with `./build.sh setup` in the "
-        "rs-vqa source folder, then run the algorithm with that runtime's packages on the path, e.g.\n"
+        f"cannot import {', '.join(missing)}, and no runtime Python was found for a worker process. "
+        "Set up the runtime once with `./build.sh setup` in the rs-vqa source folder, then either "
+        "point RS-VQA's settings (Runtime Python) or the RS_VQA_RUNTIME_PYTHON variable at the "
+        "Python it creates, or run the algorithm with that runtime's packages on the path, e.g.\n"
         "  PYTHONPATH=<rs-vqa>/.venv/lib/python3.X/site-packages QT_QPA_PLATFORM=offscreen "
         "qgis_process.bin run rs_vqa:ask -- INPUT=image.tif QUESTIONS='How many ships?' OUTPUT=answers.csv\n"
         "(or start QGIS itself with that PYTHONPATH). The chat dock does not need this: it runs the "
@@ -39,7 +60,7 @@ def runtime_help(missing: List[str]) -> str:
 def require_ml_runtime() -> None:
     """Raise a QgsProcessingException naming the missing packages, before any heavy work starts."""
     missing = missing_ml_packages()
-    if missing:
+    if missing and not worker_python():
         raise QgsProcessingException(runtime_help(missing))
 
 
@@ -52,4 +73,4 @@ def model_and_runtime_problem(model_dir: str) -> Optional[str]:
     if message:
         return message
     missing = missing_ml_packages()
-    return runtime_help(missing) if missing else None
+    return runtime_help(missing) if missing and not worker_python() else None

@@ -1,0 +1,69 @@
+"""Processing's engine in the runtime's worker process (processing/worker_engine.py): the same
+answers as the in-process engine, events, cancel, errors, and a clean end. Real worker, real models."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from rs_vqa_plugin.engine.errors import BundleError, Cancelled, InputError
+from rs_vqa_plugin.engine.pipeline import AskOptions, Engine
+from rs_vqa_plugin.processing.worker_engine import WorkerEngine
+from tests.rasters import make_rgb_scene
+
+pytest_plugins = ["tests.fixtures_models"]
+QUESTION = "How many ships are in the harbour?"
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return make_rgb_scene(tmp_path_factory.mktemp("worker-scene") / "scene.tif", size=(700, 500), seed=3)
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_bundle):
+    engine = WorkerEngine(sys.executable, tiny_bundle, "cpu")
+    yield engine
+    engine.close()
+
+
+def test_the_worker_answers_as_the_engine_does(worker, tiny_bundle, scene):
+    options = AskOptions(mode="dip", max_new_tokens=3)
+    events = []
+    remote = worker.ask(scene, QUESTION, options, events=events.append)
+    local = Engine(tiny_bundle, device="cpu").ask(scene, QUESTION, options)
+    assert remote.text == local.text
+    for key in ("levels", "tiles", "llm_vision_tokens", "stop_reason"):
+        assert remote.trace[key] == local.trace[key], key
+    assert [c.score for c in remote.heat_cells] == pytest.approx([c.score for c in local.heat_cells])
+    assert {"progress", "token"} <= {e["type"] for e in events}
+    assert worker.load_info["device"] == "cpu"
+
+
+def test_cancel_then_the_worker_goes_on(worker, scene):
+    token_holder = {}
+
+    def cancel_on_first_event(event):
+        token_holder["token"].cancel()
+
+    from rs_vqa_plugin.engine.progress import CancelToken
+
+    token_holder["token"] = CancelToken()
+    with pytest.raises(Cancelled):
+        worker.ask(scene, QUESTION, AskOptions(mode="dip", max_new_tokens=3),
+                   events=cancel_on_first_event, cancel=token_holder["token"])
+    assert worker.ask(scene, QUESTION, AskOptions(mode="thumbnail", max_new_tokens=1)).text is not None
+
+
+def test_errors_come_back_as_engine_errors(worker, tmp_path):
+    with pytest.raises(InputError, match="missing.tif"):
+        worker.ask(tmp_path / "missing.tif", QUESTION, AskOptions(mode="thumbnail"))
+    with pytest.raises(BundleError, match="does not exist"):
+        WorkerEngine(sys.executable, tmp_path / "no-model", "cpu")
+
+
+def test_close_ends_the_process(tiny_bundle):
+    engine = WorkerEngine(sys.executable, tiny_bundle, "cpu")
+    engine.close()
+    assert engine._process.poll() is not None
