@@ -16,7 +16,7 @@ from typing import Dict, Optional
 
 from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, pyqtSignal
 
-from ..paths import PACKAGE_DIR
+from ..worker_launch import WORKER_ARGS, worker_cwd, worker_environment
 
 HEARTBEAT_TIMEOUT_S = 30.0
 STDERR_LINES_KEPT = 40
@@ -70,16 +70,11 @@ class WorkerClient(QObject):
         if problem:
             return problem
         process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        # The worker imports this very package; the runtime needs no install of the plugin.
-        parent = str(PACKAGE_DIR.parent)
-        env.insert("PYTHONPATH", os.pathsep.join(p for p in (parent, env.value("PYTHONPATH")) if p))
-        env.insert("PYTHONUNBUFFERED", "1")
-        env.insert("HF_HUB_OFFLINE", "1")
-        env.insert("TRANSFORMERS_OFFLINE", "1")
-        env.remove("PYTHONHOME")   # QGIS may set it for its own embedded Python
+        env = QProcessEnvironment()
+        for name, value in worker_environment(os.environ).items():
+            env.insert(name, value)
         process.setProcessEnvironment(env)
-        process.setWorkingDirectory(parent)
+        process.setWorkingDirectory(worker_cwd())
         process.readyReadStandardOutput.connect(self._read_stdout)
         process.readyReadStandardError.connect(self._read_stderr)
         process.finished.connect(self._on_finished)
@@ -90,7 +85,7 @@ class WorkerClient(QObject):
         self.stderr_tail.clear()
         self.last_event_time = time.monotonic()
         self._starting = True   # a failed start is returned here, not reported as a death
-        process.start(self.python, ["-u", "-m", "rs_vqa_plugin", "worker"])
+        process.start(self.python, WORKER_ARGS)
         started = process.waitForStarted(10000)
         self._starting = False
         if not started:

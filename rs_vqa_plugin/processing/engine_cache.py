@@ -4,8 +4,8 @@ that takes a minute to load is loaded once, not once per raster.
 Only the last (model folder, device) is kept: a real LVLM holds gigabytes, and a batch uses one
 model. The key includes the bundle files' modification times, so a model rebuilt in place is
 reloaded. Without the ML stack in this Python the engine is the runtime's worker process
-(worker_engine.py), kept warm the same way. A lock serialises runs that share the engine (its sessions are not meant for two
-questions at once); the provider's unload frees it."""
+(worker_engine.py), kept warm the same way. A lock serialises runs that share the engine (its
+sessions are not meant for two questions at once); the provider's unload frees it."""
 
 from __future__ import annotations
 

@@ -57,11 +57,17 @@ def runtime_help(missing: List[str]) -> str:
     )
 
 
+def ml_runtime_problem() -> Optional[str]:
+    """What stops the models from running, in this Python or in a worker; None when nothing."""
+    missing = missing_ml_packages()
+    return runtime_help(missing) if missing and not worker_python() else None
+
+
 def require_ml_runtime() -> None:
     """Raise a QgsProcessingException naming the missing packages, before any heavy work starts."""
-    missing = missing_ml_packages()
-    if missing and not worker_python():
-        raise QgsProcessingException(runtime_help(missing))
+    problem = ml_runtime_problem()
+    if problem:
+        raise QgsProcessingException(problem)
 
 
 def model_and_runtime_problem(model_dir: str) -> Optional[str]:
@@ -70,7 +76,4 @@ def model_and_runtime_problem(model_dir: str) -> Optional[str]:
     from .common import check_model_folder
 
     message = check_model_folder(model_dir)
-    if message:
-        return message
-    missing = missing_ml_packages()
-    return runtime_help(missing) if missing and not worker_python() else None
+    return message or ml_runtime_problem()

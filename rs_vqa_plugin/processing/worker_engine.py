@@ -20,7 +20,7 @@ from collections import deque
 from typing import Optional
 
 from ..engine import errors
-from ..paths import PACKAGE_DIR
+from ..worker_launch import WORKER_ARGS, worker_cwd, worker_environment
 
 START_SECONDS = 120.0       # a cold start imports torch and transformers
 POLL_SECONDS = 0.1
@@ -37,13 +37,9 @@ class WorkerEngine:
         self._ids = itertools.count(1)
         self._lines: "queue.Queue[Optional[dict]]" = queue.Queue()
         self.stderr_tail: deque = deque(maxlen=40)
-        parent = str(PACKAGE_DIR.parent)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH")) if p)
-        env.pop("PYTHONHOME", None)     # QGIS may set it for its own embedded Python
         try:
             self._process = subprocess.Popen(
-                [self.python, "-u", "-m", "rs_vqa_plugin", "worker"], cwd=parent, env=env,
+                [self.python, *WORKER_ARGS], cwd=worker_cwd(), env=worker_environment(os.environ),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True, encoding="utf-8", bufsize=1)
         except OSError as exc:

@@ -160,7 +160,7 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     model = DefaultModel(build_llava(recipe, tokenizer), recipe)
     trainer = Trainer(model, recipe, caches["train"], caches["val"], text, out, log=log)
     trainer.resume()
-    if extending and recipe.budget_minutes * 60 - trainer.seconds > 5:
+    if extending:
         # A finished run resumed with a larger budget: continue it (the schedule stretches to the
         # new total; selection on val restarts, as the val views may have changed).
         trainer.extend(recipe.budget_minutes * 60 - trainer.seconds)
