@@ -66,7 +66,8 @@ def make_split_data(split: str, scenes: int, stride: int, data_dir: Path):
 def prune_only_level(width: int, height: int, manifest) -> int:
     from rs_vqa_plugin.engine.pyramid import plan_pyramid
 
-    plan = plan_pyramid(width, height, manifest.tile_size, manifest.pooled_grid)
+    plan = plan_pyramid(width, height, manifest.tile_size, manifest.pooled_grid,
+                        **manifest.plan_options())
     fits = [lv.index for lv in plan.levels if lv.tile_count() <= PRUNE_ONLY_MAX_TILES]
     return max(fits) if fits else 1
 
@@ -93,7 +94,8 @@ def box_in_tiles(trace: dict, box, size, manifest) -> list:
     from rs_vqa_plugin.engine.pyramid import plan_pyramid
     from rs_vqa_plugin.modeling.train_default.views import box_tiles
 
-    plan = plan_pyramid(*size, manifest.tile_size, manifest.pooled_grid)
+    plan = plan_pyramid(*size, manifest.tile_size, manifest.pooled_grid,
+                        **manifest.plan_options())
     kept = []
     for level in trace["levels"]:
         r0, r1, c0, c1 = box_tiles(plan, level, box)

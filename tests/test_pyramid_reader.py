@@ -87,8 +87,10 @@ def test_one_pixel_image_gives_one_tile(tmp_path):
         tiles, valid = reader.read_level(1)
         ds = gdal.Open(str(path))
         value = [ds.GetRasterBand(b).ReadAsArray()[0, 0] for b in (1, 2, 3)]
-    assert tiles.shape == (1, 336, 336, 3) and valid.all() and tvalid.all()
+    assert tiles.shape == (1, 336, 336, 3) and valid.all()
     assert (tiles[0] == np.array(value, np.uint8)).all()
+    # The thumbnail never enlarges (the reference pastes a small image as it is): one pixel.
+    assert tvalid[0, 0] and tvalid.sum() == 1 and (thumb[0, 0] == np.array(value, np.uint8)).all()
 
 
 def test_plan_must_match_source(tmp_path):

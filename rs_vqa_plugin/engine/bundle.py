@@ -55,14 +55,32 @@ class Manifest:
     vision: Dict[str, Any] = field(default_factory=dict)
     llm: Dict[str, Any] = field(default_factory=dict)
     embeddings: Dict[str, Any] = field(default_factory=dict)
+    # Geometry choices where the paper's released code and ours differ (METHOD.md §2, §5):
+    # {"unpad": "ceil" | "floor", "skip_equal_grids": bool}; {"keep_rounding": "ceil" | "floor"}.
+    # Converted reference checkpoints get the reference's ("floor"); absent keys mean ours.
+    pyramid: Dict[str, Any] = field(default_factory=dict)
+    selection: Dict[str, Any] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)   # unknown keys, kept on rewrite
 
     def __post_init__(self):
         self.tokens_per_tile = self.tokens_per_tile or self.pooled_grid ** 2
         self.thumbnail_tokens = self.thumbnail_tokens or self.patch_grid ** 2
 
+    def plan_options(self) -> Dict[str, Any]:
+        """Keyword arguments of engine.pyramid.plan_pyramid for this bundle."""
+        return {"unpad": str(self.pyramid.get("unpad", "ceil")),
+                "skip_equal_grids": bool(self.pyramid.get("skip_equal_grids", True))}
+
+    @property
+    def keep_rounding(self) -> str:
+        """How top-alpha counts the kept tokens: ceil(alpha N) (ours) or int(alpha N) (reference)."""
+        return str(self.selection.get("keep_rounding", "ceil"))
+
     def to_dict(self) -> dict:
         data = asdict(self)
+        for key in ("pyramid", "selection"):   # absent unless set: older readers stay happy
+            if not data[key]:
+                del data[key]
         data.update(data.pop("extra"))
         return data
 
@@ -132,6 +150,7 @@ def load_bundle(path) -> Bundle:
     _check_vision(root / VISION_ONNX, manifest)
     _check_rfm(root / RFM_ONNX, D)
     _check_rfm_layers(root / MANIFEST, manifest, llm_config)
+    _check_geometry(root / MANIFEST, manifest)
     newline, separator = _read_embeddings(root / EMBEDDINGS, D)
     weights = root / RFM_WEIGHTS
     return Bundle(root=root, manifest=manifest, vision_path=root / VISION_ONNX,
@@ -248,6 +267,21 @@ def _check_rfm_layers(manifest_path: Path, m: Manifest, llm_config: dict) -> Non
     if depth and layers and max(layers) >= depth:
         raise BundleError(f"{manifest_path} lists RFM layers {layers} but llm/ has only "
                           f"{depth} layers.")
+
+
+def _check_geometry(manifest_path: Path, m: Manifest) -> None:
+    choices = (("pyramid", "unpad", m.pyramid.get("unpad", "ceil"), ("ceil", "floor")),
+               ("selection", "keep_rounding", m.keep_rounding, ("ceil", "floor")),
+               ("chat", "question_text", m.chat.get("question_text", "normalised"),
+                ("normalised", "verbatim")))
+    for section, key, value, allowed in choices:
+        if value not in allowed:
+            raise BundleError(f"{manifest_path}: {section}.{key} is {value!r}; it must be one of "
+                              f"{', '.join(allowed)}.")
+    limit = m.llm.get("max_context")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise BundleError(f"{manifest_path}: llm.max_context is {limit!r}; it must be a positive "
+                          "integer (the context length the model was trained at).")
 
 
 def _read_embeddings(path: Path, hidden: int):

@@ -43,13 +43,18 @@ def stack_flops(n: int, hidden: int, ffn: int, layers: int) -> int:
     return int(layers) * layer_flops(n, hidden, ffn)
 
 
-def keep_count(candidates: int, alpha: float) -> int:
-    """Tokens kept by top-alpha selection: ceil(alpha * N), at least one when there are candidates.
+def keep_count(candidates: int, alpha: float, rounding: str = "ceil") -> int:
+    """Tokens kept by top-alpha selection: ceil(alpha * N), or int(alpha * N) with rounding
+    'floor' (the reference's count); at least one when there are candidates.
 
     Shared with the selection step so that the estimate and a real run count the same way."""
     if candidates <= 0:
         return 0
-    return max(1, min(int(candidates), int(math.ceil(float(alpha) * candidates - 1e-9))))
+    if rounding == "floor":
+        wanted = int(float(alpha) * candidates + 1e-9)
+    else:
+        wanted = int(math.ceil(float(alpha) * candidates - 1e-9))
+    return max(1, min(int(candidates), wanted))
 
 
 def run_flops(dims: ModelDims, llm_tokens: int, rfm_tokens: Iterable[int]) -> Dict[str, int]:

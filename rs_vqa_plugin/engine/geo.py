@@ -110,10 +110,13 @@ def level_cell_to_source(plan: PyramidPlan, level_index: int,
 
     Clipped to the source; padding maps outside the image and is cut away.
     """
-    scale = plan.thumbnail.scale if level_index == 0 else plan.level(level_index).scale
+    # Per-axis scales: each level's content is the whole source resampled to exactly
+    # content_width x content_height, whose rounding makes x and y differ slightly.
     w, h = plan.source_width, plan.source_height
-    return (min(max(x0 / scale, 0.0), w), min(max(y0 / scale, 0.0), h),
-            min(max(x1 / scale, 0.0), w), min(max(y1 / scale, 0.0), h))
+    content = plan.thumbnail if level_index == 0 else plan.level(level_index)
+    sx, sy = content.content_width / w, content.content_height / h
+    return (min(max(x0 / sx, 0.0), w), min(max(y0 / sy, 0.0), h),
+            min(max(x1 / sx, 0.0), w), min(max(y1 / sy, 0.0), h))
 
 
 def tile_footprint(georef: GeoReference, plan: PyramidPlan, level_index: int, row: int, col: int):

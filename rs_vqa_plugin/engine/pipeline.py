@@ -155,7 +155,8 @@ class Engine:
             # A polygon is read through its bounding-box window, the outside masked as missing.
             source.scope_mask = scope_mask(options.scope, source.georef,
                                            (0, 0, source.width, source.height))
-            plan = plan_pyramid(source.width, source.height, tile_size=m.tile_size, token_grid=m.pooled_grid)
+            plan = plan_pyramid(source.width, source.height, tile_size=m.tile_size,
+                                token_grid=m.pooled_grid, **m.plan_options())
             start_level = self._start_level(plan, options)
             if options.mode in ("grid", "full"):
                 rows, cols = level_valid_token_shape(plan, start_level)
@@ -238,7 +239,7 @@ class Engine:
                 scores = scores[sequence.hr_positions]
             passes.append(_Pass(level, tiles, tokens, scores, sequence.length))
             with run.stage("select", 0.0, f"level {level}: keeping the top {alpha:g}"):
-                keep = top_alpha(scores, alpha)
+                keep = top_alpha(scores, alpha, self.manifest.keep_rounding)
                 if mode == "prune-only":
                     stop = "mode"
                 elif level == len(plan.levels):

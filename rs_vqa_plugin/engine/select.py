@@ -18,14 +18,15 @@ from .cost import keep_count
 _EDGE_EPS = 1e-6
 
 
-def top_alpha(scores: np.ndarray, alpha: float) -> np.ndarray:
-    """Indices of the ceil(alpha * N) highest scores, returned in ascending (raster) order.
+def top_alpha(scores: np.ndarray, alpha: float, rounding: str = "ceil") -> np.ndarray:
+    """Indices of the ceil(alpha * N) (or, rounding 'floor', int(alpha * N) as the reference)
+    highest scores, returned in ascending (raster) order.
 
     Ties are broken by position (a stable sort), so a run is deterministic."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if not 0.0 < float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-    k = keep_count(scores.size, alpha)
+    k = keep_count(scores.size, alpha, rounding)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(-scores, kind="stable")

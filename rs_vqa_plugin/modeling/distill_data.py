@@ -110,7 +110,7 @@ class SampleBuilder:
         with RasterSource(question.image, overview_cache_dir=self.overview_cache_dir,
                           cancel=self.cancel) as source:
             plan = plan_pyramid(source.width, source.height, tile_size=m.tile_size,
-                                token_grid=m.pooled_grid)
+                                token_grid=m.pooled_grid, **m.plan_options())
             reader = PyramidReader(source, plan)
             thumb_pixels, thumb_valid = reader.read_thumbnail()
             thumb = self.vision.encode_thumbnail(thumb_pixels, thumb_valid).reshape(-1, m.hidden_size)

@@ -39,7 +39,8 @@ def box_tiles(plan, level: int, box: Box) -> Tuple[int, int, int, int]:
     """(r0, r1, c0, c1) inclusive tile range of `level` whose content touches the source box."""
     lv = plan.level(level)
     b = plan.tile_size
-    x1, y1, x2, y2 = (float(v) * lv.scale for v in box)
+    x1, x2 = (float(v) * lv.scale_x for v in box[0::2])
+    y1, y2 = (float(v) * lv.scale_y for v in box[1::2])
     c0 = min(max(int(math.floor(x1 / b)), 0), lv.cols - 1)
     c1 = min(max(int(math.ceil(x2 / b)) - 1, c0), lv.cols - 1)
     r0 = min(max(int(math.floor(y1 / b)), 0), lv.rows - 1)
