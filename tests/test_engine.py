@@ -269,3 +269,39 @@ def test_real_geotiff_answer(engine, tmp_path):
     assert t["llm_vision_tokens"] == t["thumbnail_tokens"] + t["kept_tokens"] + t["kept_rows"]
     inside = _raster_footprint(path).Buffer(1e-6)
     assert all(inside.Contains(_polygon(c.ring)) for c in answer.heat_cells)
+
+
+@pytest.fixture(scope="module")
+def reference_rules_engine(tiny_bundle, tmp_path_factory):
+    """The tiny bundle with a converted checkpoint's settings: reference unpad and keep count,
+    verbatim question text and a trained context of 1,000 tokens."""
+    import json
+    import shutil
+
+    copy = tmp_path_factory.mktemp("reference-rules") / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["pyramid"] = {"unpad": "floor", "skip_equal_grids": True}
+    manifest["selection"] = {"keep_rounding": "floor"}
+    manifest["chat"]["question_text"] = "verbatim"
+    manifest["llm"]["max_context"] = 1000
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return Engine(copy, device="cpu")
+
+
+def test_reference_rules_count_and_unpad_as_the_reference(reference_rules_engine, scene):
+    answer = reference_rules_engine.ask(scene, QUESTION, AskOptions(mode="prune-only", level=2,
+                                                                    max_new_tokens=1))
+    m = reference_rules_engine.manifest
+    w, h = answer.trace["image_size"]
+    plan = plan_pyramid(w, h, tile_size=m.tile_size, token_grid=m.pooled_grid, unpad="floor")
+    candidates = _valid_tokens_in(plan, 2, plan.level(2).tiles())
+    assert answer.trace["rfm_tokens"]      # scored
+    assert answer.trace["kept_tokens"] == int(0.25 * candidates) == keep_count(candidates, 0.25, "floor")
+    ours = plan_pyramid(w, h, tile_size=m.tile_size, token_grid=m.pooled_grid)
+    assert _valid_tokens_in(ours, 2, ours.level(2).tiles()) >= candidates
+
+
+def test_trained_context_is_the_budget_and_the_question_is_never_cut(reference_rules_engine, scene):
+    with pytest.raises(InputError, match=r"at most 1000"):
+        reference_rules_engine.ask(scene, QUESTION + " and" * 1200, AskOptions(mode="thumbnail"))

@@ -12,7 +12,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import BundleError, InputError, RuntimeSetupError
-from .prompt import IMAGE_PLACEHOLDER, build_messages, render_prompt, split_prompt
+from .prompt import IMAGE_PLACEHOLDER, USER_TURN, prompt_ids
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -77,8 +77,13 @@ class LanguageModel:
         self.template: Optional[str] = chat.get("template") or None
         self.system_prompt: Optional[str] = chat.get("system_prompt") or None
         self.placeholder: str = chat.get("image_placeholder") or IMAGE_PLACEHOLDER
+        self.user_turn: str = chat.get("user_turn") or USER_TURN
+        self.question_text: str = chat.get("question_text") or "normalised"
         config = self.model.config
-        self.max_context: int = int(getattr(config, "max_position_embeddings", 0) or 4096)
+        # The length the model was trained at (a converted checkpoint's tokenizer_model_max_length)
+        # when the bundle records it: positions beyond it were never seen in training.
+        self.max_context: int = int(bundle.manifest.llm.get("max_context")
+                                    or getattr(config, "max_position_embeddings", 0) or 4096)
         self.hidden_size: int = int(config.hidden_size)
         self.stop_ids = self._stop_ids(chat.get("stop_tokens") or [])
         self._embedding = self.model.get_input_embeddings()
@@ -107,20 +112,8 @@ class LanguageModel:
     def prompt_segments(self, question: str, history: Sequence[Tuple[str, str]] = ()
                         ) -> Tuple[List[int], List[int]]:
         """(prefix ids, suffix ids) around the image; the last suffix id is the query token."""
-        if not str(question).strip():
-            raise InputError("The question is empty.")
-        messages = build_messages(question, history, self.system_prompt, self.placeholder)
-        prefix, suffix = split_prompt(render_prompt(self.tokenizer, self.template, messages),
-                                      self.placeholder)
-        prefix_ids, suffix_ids = self._ids(prefix), self._ids(suffix)
-        bos = self.tokenizer.bos_token_id
-        # Llama-style tokenizers add BOS themselves; we tokenise without special tokens, so add it.
-        if (bos is not None and (not prefix_ids or prefix_ids[0] != bos)
-                and self.tokenizer("a")["input_ids"][:1] == [bos]):
-            prefix_ids = [bos] + prefix_ids
-        if not suffix_ids:
-            raise BundleError("The chat template leaves nothing after the image: no query token.")
-        return prefix_ids, suffix_ids
+        return prompt_ids(self.tokenizer, self.template, question, history, self.system_prompt,
+                          self.placeholder, self.user_turn, self.question_text)
 
     def count_tokens(self, text: str) -> int:
         return len(self._ids(text))

@@ -17,6 +17,7 @@ import numpy as np
 from .answer import Answer
 from .cost import MODES, ModelDims, run_flops
 from .errors import InputError
+from .prompt import prepare_question
 from .progress import CancelToken, EventSink, emit, progress_event, token_event
 from .scope import Scope
 from .sequence import LevelTokens, assemble, level_tokens
@@ -103,11 +104,6 @@ class Engine:
                               rfm_layers=len(self.manifest.rfm.get("layers") or []))
 
     # ------------------------------------------------------------------ checks
-    def _check_question(self, question) -> str:
-        if question is None or not str(question).strip():
-            raise InputError("The question is empty: type a question about the image.")
-        return " ".join(str(question).split())
-
     def _resolve(self, options: AskOptions) -> Tuple[float, int]:
         if options.mode not in MODES:
             raise InputError(f"Unknown mode '{options.mode}': choose one of {', '.join(MODES)}.")
@@ -140,7 +136,7 @@ class Engine:
         options = options or AskOptions()
         started = time.perf_counter()
         run = _Run([s for s in (self.events, events) if s is not None], cancel)
-        question = self._check_question(question)
+        question = prepare_question(question, self.llm.question_text)
         alpha, n_max = self._resolve(options)
         m = self.manifest
         history = tuple((str(q), str(a)) for q, a in (options.history or ()))

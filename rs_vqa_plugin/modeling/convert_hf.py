@@ -78,6 +78,8 @@ def convert_hf_llava(src, out_dir, rfm_layers: Optional[Sequence[int]] = None, f
             chat={"template": template, "template_source": template_source,
                   "system_prompt": DEFAULT_SYSTEM_PROMPTS.get(parts.family, ""),
                   "image_placeholder": IMAGE_PLACEHOLDER,
+                  # LLaVA models were trained on the question text as written.
+                  "question_text": "verbatim",
                   "stop_tokens": [t for t in STOP_TOKENS if t in tokenizer.get_vocab()]},
             provenance=dict(provenance or {"source": str(src.name), "converter": "hf-llava"}),
             licence=licence or "see the source model's licence", name=Path(out_dir).name,

@@ -120,6 +120,7 @@ class ReleasedCheckpoint:
     weight_files: Dict[str, Path]            # key -> safetensors file holding it
     rfm_layers: List[int]
     notes: List[str] = field(default_factory=list)
+    max_length: Optional[int] = None         # tokenizer_model_max_length: the trained context
 
     def keys(self) -> List[str]:
         return sorted(self.weight_files)
@@ -194,6 +195,29 @@ def _family(config: dict, root: Path) -> str:
                      "converter knows the released Qwen2 and Vicuna (Llama) LLaVA models.")
 
 
+# Settings of the released models' config.json that the bundle reproduces, with the value each must
+# have (anything else would make the bundle see a different sequence than the model was trained on).
+SUPPORTED_SETTINGS = (
+    ("mm_spatial_pool_mode", "bilinear", "the pyramid tiles are pooled 2 x 2 bilinearly"),
+    ("mm_use_im_start_end", False, "no <im_start>/<im_end> tokens around the image"),
+    ("llm_use_last_text", True, "the RFM's query is the last prompt token"),
+    ("concat_global_img_feature", True, "the thumbnail precedes the pyramid tokens"),
+)
+
+
+def _check_supported(config_path: Path, config: dict) -> None:
+    """Refuse settings the bundle cannot reproduce, naming the key."""
+    for key, wanted, meaning in SUPPORTED_SETTINGS:
+        value = config.get(key, wanted)
+        if value != wanted:
+            raise InputError(f"{config_path}: {key} is {value!r}; only {wanted!r} is supported "
+                             f"({meaning}, as in the released LRS-VQA models).")
+    merge = str(config.get("mm_patch_merge_type", "spatial_unpad"))
+    if "unpad" not in merge:
+        raise InputError(f"{config_path}: mm_patch_merge_type is {merge!r}; only 'spatial_unpad' "
+                         "is supported (tokens in padding dropped, a newline after each row).")
+
+
 def read_checkpoint(src_dir) -> ReleasedCheckpoint:
     """Open a released checkpoint folder and check it has what the bundle needs."""
     root = Path(src_dir).expanduser()
@@ -237,14 +261,20 @@ def read_checkpoint(src_dir) -> ReleasedCheckpoint:
                              f"llm_layer_list {layers} needs {len(layers) + 1} layers.")
     ckpt = ReleasedCheckpoint(root=root, config=config, family=family, weight_files=files,
                               rfm_layers=layers)
-    pool = str(config.get("mm_spatial_pool_mode", "bilinear"))
-    if pool != "bilinear":
-        ckpt.notes.append(f"mm_spatial_pool_mode is {pool!r}; the bundle pools bilinearly "
-                          "(the method's and the released models' setting)")
+    _check_supported(config_path, config)
     if NEWLINE_KEY not in files:
         raise InputError(f"{root}: {NEWLINE_KEY} is missing (mm_patch_merge_type "
                          f"{config.get('mm_patch_merge_type')!r}); the method needs the learned "
                          "newline embedding after each token row.")
+    max_length = config.get("tokenizer_model_max_length")
+    if max_length is not None:
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+            raise InputError(f"{config_path}: tokenizer_model_max_length is {max_length!r}; "
+                             "expected a positive integer (the length the model was trained at).")
+        ckpt.max_length = max_length
+    else:
+        ckpt.notes.append("config.json has no tokenizer_model_max_length: the LLM's "
+                          "max_position_embeddings is the context budget")
     return ckpt
 
 
@@ -536,7 +566,12 @@ def _manifest(ckpt, tokenizer, spec, mean, std, text, dtype, separator_id, fp16,
         chat={"template": CHATML_TEMPLATE if qwen else VICUNA_TEMPLATE,
               "template_source": "reference: " + ("qwen_1_5" if qwen else "vicuna_v1"),
               "system_prompt": SYSTEM_PROMPTS[ckpt.family], "image_placeholder": IMAGE_PLACEHOLDER,
+              # The reference's evaluation: "<image>\n" + the question as stored + "\n".
+              "user_turn": "{image}\n{question}\n", "question_text": "verbatim",
               "stop_tokens": [t for t in STOP_TOKENS if t in vocab]},
+        # The reference's unpad (partly padded token rows dropped) and keep count (int(alpha N)).
+        pyramid={"unpad": "floor", "skip_equal_grids": True},
+        selection={"keep_rounding": "floor"},
         provenance={"source": ckpt.root.name, "converter": "lrs-vqa",
                     "reference": "VisionXLab/LRS-VQA (llava-largeimg checkpoints)",
                     "architecture": (ckpt.config.get("architectures") or ["?"])[0],
@@ -552,6 +587,7 @@ def _manifest(ckpt, tokenizer, spec, mean, std, text, dtype, separator_id, fp16,
              "num_key_value_heads": getattr(text, "num_key_value_heads", None),
              "intermediate_size": text.intermediate_size,
              "max_position_embeddings": getattr(text, "max_position_embeddings", None),
+             "max_context": ckpt.max_length,
              "dtype": str(dtype).replace("torch.", "")},
         embeddings={"image_newline": f"checkpoint {NEWLINE_KEY}",
                     "image_separator": f"embedding of token {SEPARATOR_TOKEN!r} (id "

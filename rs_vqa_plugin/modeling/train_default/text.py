@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-from ...engine.prompt import (CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPTS, IMAGE_PLACEHOLDER,
-                              build_messages, render_prompt, split_prompt)
+from ...engine.prompt import CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPTS, IMAGE_PLACEHOLDER, prompt_ids
 
 
 class PromptText:
@@ -27,10 +26,7 @@ class PromptText:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def segments(self, question: str) -> Tuple[List[int], List[int]]:
-        question = " ".join(str(question).split())
-        messages = build_messages(question, (), self.system_prompt, IMAGE_PLACEHOLDER)
-        prefix, suffix = split_prompt(render_prompt(self.tokenizer, self.template, messages))
-        return self.ids(prefix), self.ids(suffix)
+        return prompt_ids(self.tokenizer, self.template, question, (), self.system_prompt)
 
     def answer(self, text: str) -> List[int]:
         return self.ids(str(text).strip()) + [self.end_id]
