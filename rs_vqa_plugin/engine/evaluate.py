@@ -85,7 +85,9 @@ def _rewrite_complete(path: Path, answers: Dict[str, dict]) -> None:
 
 def answer_record(question: dict, answer) -> dict:
     trace = answer.trace
-    record = {"question_id": question["question_id"], "image": question["image"],
+    # "id" too: the reference's evaluation script groups answers by it (subset = prefix of id).
+    record = {"question_id": question["question_id"], "id": question["question_id"],
+              "image": question["image"],
               "question": question["text"], "text": answer.text, "mode": answer.mode,
               "category": question.get("category"), "ground_truth": question.get("ground_truth")}
     record.update({k: trace.get(k) for k in TRACE_KEYS})

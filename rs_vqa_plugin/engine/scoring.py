@@ -18,12 +18,9 @@ SIMILARITY_THRESHOLD = 0.8
 
 
 def normalise(text: str) -> str:
-    """Lower case as the reference scorer does; also trims whitespace and a trailing full stop,
-    which instruction-tuned models add to one-word answers and which no ground truth carries."""
-    text = (text or "").strip().lower()
-    while text.endswith("."):
-        text = text[:-1].rstrip()
-    return text
+    """Lower case, as the reference scorer does (its answers are stripped when written; ours too).
+    Nothing else: a trailing full stop counts as wrong there, so it does here."""
+    return (text or "").strip().lower()
 
 
 @lru_cache(maxsize=65536)
@@ -70,7 +67,8 @@ def _summary(correct: Mapping[str, int], total: Mapping[str, int]) -> dict:
 
 def score_records(questions: Iterable[dict], answers: Iterable[dict]) -> dict:
     """Score answers ({question_id, text}) against LRS-VQA questions ({question_id, category,
-    ground_truth}). Questions without an answer are counted as unanswered, not as wrong."""
+    ground_truth}). Questions without an answer are counted as unanswered, not as wrong; those
+    without a ground truth or a category are left out, as the reference's script does."""
     by_id: Dict[str, str] = {}
     for record in answers:
         if "question_id" not in record:
@@ -79,13 +77,17 @@ def score_records(questions: Iterable[dict], answers: Iterable[dict]) -> dict:
     per_subset: Dict[str, tuple] = OrderedDict()
     overall_correct: Dict[str, int] = {}
     overall_total: Dict[str, int] = {}
-    unanswered = 0
+    unanswered = unscored = 0
     for question in questions:
         qid = str(question["question_id"])
         if qid not in by_id:
             unanswered += 1
             continue
-        category = question.get("category") or "uncategorised"
+        category = question.get("category")
+        if not category or not str(question.get("ground_truth") or ""):
+            # The reference leaves such items out of the totals.
+            unscored += 1
+            continue
         ok = is_correct(str(question.get("ground_truth", "")), by_id[qid])
         correct, total = per_subset.setdefault(subset_of(qid), ({}, {}))
         for c, t in ((correct, total), (overall_correct, overall_total)):
@@ -95,6 +97,7 @@ def score_records(questions: Iterable[dict], answers: Iterable[dict]) -> dict:
         "subsets": {name: _summary(c, t) for name, (c, t) in sorted(per_subset.items())},
         "overall": _summary(overall_correct, overall_total),
         "unanswered": unanswered,
+        "unscored": unscored,
     }
 
 
