@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=int, default=1, help="the fixed level of grid / prune-only (1)")
     parser.add_argument("--alpha", type=float, default=None, help="keep ratio (default: the bundle's)")
     parser.add_argument("--n-max", type=int, default=None, help="tile cap (default: the bundle's)")
+    parser.add_argument("--selection", default=None,
+                        help="how dip zooms: paper (Algorithm 1) or mass[:mass_share=0.6,"
+                             "tile_budget=12,max_jump=2] (default: the bundle's)")
     parser.add_argument("--scope", default=None,
                         help="xmin,ymin,xmax,ymax or polygon WKT, in the raster's CRS")
     parser.add_argument("--bands", default=None, help="bands shown as R,G,B (e.g. 3,2,1) or one band")
@@ -130,7 +133,8 @@ def run(args) -> int:
     options = AskOptions(mode=args.mode, alpha=args.alpha, n_max=args.n_max, level=args.level,
                          scope=parse_scope(args.scope), history=read_history(args.history),
                          bands=parse_bands(args.bands), max_new_tokens=args.max_new_tokens,
-                         full_token_limit=args.full_token_limit, overview_cache_dir=args.cache_dir)
+                         full_token_limit=args.full_token_limit, overview_cache_dir=args.cache_dir,
+                         selection=args.selection)
     if not str(args.question).strip():
         from ..engine.errors import InputError
         raise InputError("The question is empty: type a question about the image.")

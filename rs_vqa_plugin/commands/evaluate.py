@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=int, default=1, help="the fixed level of grid / prune-only")
     parser.add_argument("--alpha", type=float, default=None)
     parser.add_argument("--n-max", type=int, default=None)
+    parser.add_argument("--selection", default=None,
+                        help="how dip zooms: paper or mass[:key=value,...] (default: the bundle's)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
@@ -85,7 +87,8 @@ def _answer(args, questions, answers_path: Path) -> None:
         print(f"loading the model from {model}", file=sys.stderr)
     engine = Engine(model, device=args.device)
     options = AskOptions(mode=args.mode, alpha=args.alpha, n_max=args.n_max, level=args.level,
-                         max_new_tokens=args.max_new_tokens, overview_cache_dir=args.cache_dir)
+                         max_new_tokens=args.max_new_tokens, overview_cache_dir=args.cache_dir,
+                         selection=args.selection)
 
     def on_answer(done: int, total: int, record: dict) -> None:
         if not args.quiet:

@@ -278,6 +278,13 @@ def _check_geometry(manifest_path: Path, m: Manifest) -> None:
         if value not in allowed:
             raise BundleError(f"{manifest_path}: {section}.{key} is {value!r}; it must be one of "
                               f"{', '.join(allowed)}.")
+    from .errors import InputError
+    from .selection import Selection
+
+    try:
+        Selection.parse(m.selection or "paper", f"{manifest_path}: selection")
+    except InputError as exc:
+        raise BundleError(str(exc)) from None
     limit = m.llm.get("max_context")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise BundleError(f"{manifest_path}: llm.max_context is {limit!r}; it must be a positive "

@@ -15,7 +15,8 @@ from .progress import CancelToken, EventSink
 from .scoring import read_jsonl
 
 # Trace keys copied into every answer record (the full trace stays available from `ask --json`).
-TRACE_KEYS = ("levels", "tiles_encoded", "llm_vision_tokens", "llm_tokens", "stop_reason")
+TRACE_KEYS = ("levels", "tiles_encoded", "llm_vision_tokens", "llm_tokens", "stop_reason",
+              "selection")
 
 
 def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:

@@ -40,6 +40,11 @@ class AskOptions:
     max_new_tokens: int = 32
     full_token_limit: int = 30000
     overview_cache_dir: Optional[str] = None
+    selection: Optional[str] = None         # None: the bundle's ('paper', 'mass', 'mass:k=v,...')
+    # Diagnostic for the benchmark scripts, not for users: score every token by its overlap with
+    # this box (x1, y1, x2, y2 in source pixels of the scope) instead of the RFM, i.e. a perfect
+    # scorer, to tell whether a selection can reach the asked object at all.
+    oracle_box: Optional[Tuple[float, float, float, float]] = None
 
 
 class _Run:
@@ -117,6 +122,13 @@ class Engine:
             raise InputError(f"max_new_tokens must be at least 1, got {options.max_new_tokens}.")
         return alpha, n_max
 
+    def _selection(self, options: AskOptions):
+        from .selection import Selection
+
+        if options.selection:
+            return Selection.parse(options.selection)
+        return Selection.parse(self.manifest.selection or "paper", "manifest.json selection")
+
     def _check_context(self, needed: int, what: str) -> None:
         limit = int(self.llm.max_context)
         if needed > limit:
@@ -138,6 +150,7 @@ class Engine:
         run = _Run([s for s in (self.events, events) if s is not None], cancel)
         question = prepare_question(question, self.llm.question_text)
         alpha, n_max = self._resolve(options)
+        selection = self._selection(options)
         m = self.manifest
         history = tuple((str(q), str(a)) for q, a in (options.history or ()))
         prefix_ids, suffix_ids = self.llm.prompt_segments(question, history)
@@ -179,7 +192,8 @@ class Engine:
             suffix = np.asarray(self.llm.embed_ids(suffix_ids), dtype=np.float32)
 
             kept, kept_scores, passes, stop = self._look(run, reader, plan, options.mode, start_level,
-                                                         alpha, n_max, prefix, thumb, suffix)
+                                                         alpha, n_max, prefix, thumb, suffix,
+                                                         selection, options.oracle_box)
             final = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline, kept, suffix)
             self._check_context(final.length + int(options.max_new_tokens),
                                 "The kept image tokens with the question and the answer")
@@ -195,7 +209,7 @@ class Engine:
             run.emit(progress_event("generate", 1.0, "answered"))
             heat = self._heat_cells(plan, source.georef, passes, kept, kept_scores)
             trace = self._trace(run, started, plan, source, window, passes, final, stop,
-                                alpha, n_max, options.mode)
+                                alpha, n_max, options.mode, selection)
             return Answer(question=question, text=str(text).strip(), mode=options.mode, trace=trace,
                           heat_cells=heat, crs_wkt=source.crs_wkt, raster=str(raster_path))
 
@@ -214,15 +228,17 @@ class Engine:
 
     # ------------------------------------------------------------------ Algorithm 1
     def _look(self, run: _Run, reader, plan, mode: str, level: int, alpha: float, n_max: int,
-              prefix, thumb, suffix):
+              prefix, thumb, suffix, selection, oracle_box=None):
         """Read, encode, score and select until the stop rule; returns the kept HR tokens."""
-        from .select import exceeds_n_max, tiles_under_tokens, top_alpha
+        from .selection import next_step
+        from .select import top_alpha
 
         if mode == "thumbnail":
             return None, None, [], "mode"
         use_rfm = mode in ("dip", "prune-only")
         tiles = plan.level(level).tiles()
         passes: List[_Pass] = []
+        rounding = self.manifest.keep_rounding
         while True:
             tokens = self._encode_level(run, reader, plan, level, tiles)
             if not use_rfm:
@@ -230,23 +246,23 @@ class Engine:
                 return tokens, None, passes, "mode"
             sequence = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline, tokens, suffix)
             with run.stage("score", 0.0, f"level {level}: scoring {len(tokens)} tokens"):
-                scores = np.asarray(self.rfm.score(sequence.embeds, sequence.hr_mask,
-                                                   sequence.query_index), dtype=np.float32)
-                scores = scores[sequence.hr_positions]
+                if oracle_box is not None:
+                    scores = _box_scores(plan, level, tokens, oracle_box)
+                else:
+                    scores = np.asarray(self.rfm.score(sequence.embeds, sequence.hr_mask,
+                                                       sequence.query_index), dtype=np.float32)
+                    scores = scores[sequence.hr_positions]
             passes.append(_Pass(level, tiles, tokens, scores, sequence.length))
-            with run.stage("select", 0.0, f"level {level}: keeping the top {alpha:g}"):
-                keep = top_alpha(scores, alpha, self.manifest.keep_rounding)
+            with run.stage("select", 0.0, f"level {level}: choosing where to look ({selection.name})"):
                 if mode == "prune-only":
                     stop = "mode"
-                elif level == len(plan.levels):
-                    stop = "finest-level"
                 else:
-                    wanted = tiles_under_tokens(plan, level, tokens.rows[keep], tokens.cols[keep], level + 1)
-                    if exceeds_n_max(wanted, n_max):
-                        stop = "n_max"
-                    else:
-                        level, tiles = level + 1, wanted
+                    step = next_step(selection, plan, level, tokens, scores, alpha, n_max, rounding)
+                    if step.stop is None:
+                        level, tiles = step.level, step.tiles
                         continue
+                    stop = step.stop
+                keep = top_alpha(scores, alpha, rounding)
             return tokens.subset(keep), scores[keep], passes, stop
 
     def _encode_level(self, run: _Run, reader, plan, level: int, tiles) -> LevelTokens:
@@ -284,7 +300,7 @@ class Engine:
         return cells
 
     def _trace(self, run: _Run, started: float, plan, source, window, passes: List[_Pass], final,
-               stop: str, alpha: float, n_max: int, mode: str) -> dict:
+               stop: str, alpha: float, n_max: int, mode: str, selection) -> dict:
         rfm_tokens = [p.sequence_length for p in passes if p.scores is not None]
         tiles_per_level = {}
         tiles = {}
@@ -317,9 +333,25 @@ class Engine:
             "providers": {"vision": getattr(self.vision, "provider", ""),
                           "rfm": getattr(self.rfm, "provider", "")},
             "stop_reason": stop,
+            "selection": selection.describe() if mode == "dip" else None,
             "alpha": alpha,
             "n_max": n_max,
         }
+
+
+def _box_scores(plan, level: int, tokens, box) -> np.ndarray:
+    """The oracle scorer: each token's overlap with the box (source pixels), normalised to 1
+    (all zeros when no token touches it)."""
+    from .select import token_rects_normalised
+
+    u0, v0, u1, v1 = token_rects_normalised(plan, level, tokens.rows, tokens.cols)
+    w, h = plan.source_width, plan.source_height
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ox = np.clip(np.minimum(u1 * w, x2) - np.maximum(u0 * w, x1), 0, None)
+    oy = np.clip(np.minimum(v1 * h, y2) - np.maximum(v0 * h, y1), 0, None)
+    overlap = ox * oy
+    total = overlap.sum()
+    return (overlap / total if total > 0 else overlap).astype(np.float32)
 
 
 def ask(raster, question, bundle, options: Optional[AskOptions] = None,

@@ -1,0 +1,137 @@
+"""How `dip` decides where to look next (METHOD.md §5, §5b): the paper's rule, and one that narrows.
+
+`paper` (Algorithm 1): keep the top alpha of the current tokens, read every next-level tile under
+them, stop when that is more than N_max tiles. Keeping a fixed quarter of n tiles' tokens needs at
+least n tiles at the next level, so the count never shrinks and the rule stops on N_max long before
+the finest level of a large image (§5b).
+
+`mass`: keep the fewest current tokens that hold `mass_share` of the RFM mass (compact attention:
+a handful; diffuse attention: many), and read every tile under their footprints at the deepest
+level within `max_jump` levels where those tiles fit `tile_budget` (so an object anywhere inside a
+kept token stays read). Compact attention thus narrows to a few tiles and goes all the way down in
+few steps; when even the next level needs more than the budget, the attention is diffuse and the
+selection stops there, as the paper's N_max intends. The final pruning to the top alpha of the last
+pass's tokens is the same for both.
+
+Pure numpy on the plan; the engine calls `next_step` once per pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .errors import InputError
+from .select import exceeds_n_max, tiles_under_tokens, top_alpha
+
+SELECTIONS = ("paper", "mass")
+# Defaults of the `mass` selection (a bundle's manifest may set its own, chosen on validation data).
+MASS_DEFAULTS = {"mass_share": 0.6, "tile_budget": 12, "max_jump": 2}
+
+Tiles = List[Tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Selection:
+    name: str = "paper"
+    params: Dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec, source: str = "--selection") -> "Selection":
+        """'paper', 'mass', 'mass:mass_share=0.5,tile_budget=16', or a manifest dict
+        {"name": "mass", "mass_share": 0.5, ...}."""
+        if isinstance(spec, Selection):
+            return spec
+        if isinstance(spec, dict):
+            params = {k: v for k, v in spec.items() if k not in ("name", "keep_rounding")}
+            return cls._checked(str(spec.get("name", "paper")), params, source)
+        text = str(spec or "paper").strip()
+        name, _, rest = text.partition(":")
+        params = {}
+        for item in filter(None, (p.strip() for p in rest.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise InputError(f"{source} '{text}': parameters are key=value pairs, e.g. "
+                                 "mass:mass_share=0.5,tile_budget=16.")
+            try:
+                params[key.strip()] = float(value)
+            except ValueError:
+                raise InputError(f"{source} '{text}': {key.strip()} must be a number.") from None
+        return cls._checked(name.strip(), params, source)
+
+    @classmethod
+    def _checked(cls, name: str, params: dict, source: str) -> "Selection":
+        if name not in SELECTIONS:
+            raise InputError(f"{source}: unknown selection '{name}'; choose one of "
+                             f"{', '.join(SELECTIONS)}.")
+        if name == "paper":
+            if params:
+                raise InputError(f"{source}: the paper's selection takes no parameters (alpha and "
+                                 "N_max are set on their own).")
+            return cls("paper", {})
+        unknown = sorted(set(params) - set(MASS_DEFAULTS))
+        if unknown:
+            raise InputError(f"{source}: unknown parameter {unknown[0]} of the mass selection; "
+                             f"it has {', '.join(MASS_DEFAULTS)}.")
+        merged = {**MASS_DEFAULTS, **{k: float(v) for k, v in params.items()}}
+        if not 0.0 < merged["mass_share"] <= 1.0:
+            raise InputError(f"{source}: mass_share must be in (0, 1], got {merged['mass_share']}.")
+        for key in ("tile_budget", "max_jump"):
+            if merged[key] < 1 or merged[key] != int(merged[key]):
+                raise InputError(f"{source}: {key} must be a whole number >= 1, got {merged[key]}.")
+            merged[key] = int(merged[key])
+        return cls("mass", merged)
+
+    def describe(self) -> str:
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v:g}" for k, v in self.params.items())
+
+
+@dataclass
+class Step:
+    """What to do after a scoring pass: zoom to `tiles` of `level`, or stop for `stop` reason."""
+    level: Optional[int] = None
+    tiles: Optional[Tiles] = None
+    stop: Optional[str] = None
+
+
+def fewest_tokens_holding(scores, share: float) -> np.ndarray:
+    """Indices of the fewest tokens (highest score first, ties by position) whose scores reach
+    `share` of the total, in ascending order; empty when there is no mass at all."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    total = float(scores.sum())
+    if scores.size == 0 or total <= 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    cumulative = np.cumsum(scores[order])
+    count = int(np.searchsorted(cumulative, share * total * (1 - 1e-12)) + 1)
+    return np.sort(order[:min(count, scores.size)])
+
+
+def next_step(selection: Selection, plan, level: int, tokens, scores, alpha: float, n_max: int,
+              keep_rounding: str = "ceil") -> Step:
+    """After scoring `tokens` of `level`: where to look next, or why to stop."""
+    if level >= len(plan.levels):
+        return Step(stop="finest-level")
+    if selection.name == "paper":
+        keep = top_alpha(scores, alpha, keep_rounding)
+        wanted = tiles_under_tokens(plan, level, tokens.rows[keep], tokens.cols[keep], level + 1)
+        if exceeds_n_max(wanted, n_max):
+            return Step(stop="n_max")
+        return Step(level=level + 1, tiles=wanted)
+    p = selection.params
+    budget = min(int(p["tile_budget"]), int(n_max))
+    held = fewest_tokens_holding(scores, float(p["mass_share"]))
+    if held.size == 0:
+        return Step(stop="diffuse")
+    rows, cols = tokens.rows[held], tokens.cols[held]
+    deepest = min(len(plan.levels), level + int(p["max_jump"]))
+    for target in range(deepest, level, -1):
+        # Every tile under the footprint of a kept token: an object anywhere inside it stays read.
+        tiles = tiles_under_tokens(plan, level, rows, cols, target)
+        if len(tiles) <= budget:
+            return Step(level=target, tiles=tiles)
+    return Step(stop="diffuse")
