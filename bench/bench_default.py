@@ -31,6 +31,10 @@ MODES = ("thumbnail", "grid", "prune-only", "dip", "full")
 # resolution) from a selection failure.
 ORACLE = "oracle-crop"
 ORACLE_MARGIN = 128     # source pixels around the box
+# Diagnostic: dip whose scorer puts all the mass on the asked box (boxed questions only): can the
+# selection reach the object at full resolution at all? Modes take a selection after '@', e.g.
+# dip@paper, dip@mass, oracle-dip@mass (default: the bundle's).
+ORACLE_DIP = "oracle-dip"
 PRUNE_ONLY_MAX_TILES = 256
 MAX_NEW_TOKENS = 8
 
@@ -136,8 +140,15 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
             with RasterSource(path) as src:
                 georef, size = src.georef, (src.width, src.height)
             level = prune_only_level(*size, engine.manifest) if mode == "prune-only" else 1
-            options = AskOptions(mode=mode, level=level, max_new_tokens=MAX_NEW_TOKENS, n_max=n_max,
-                                 alpha=alpha)
+            base, _, selection = mode.partition("@")
+            options = AskOptions(mode=base, level=level, max_new_tokens=MAX_NEW_TOKENS, n_max=n_max,
+                                 alpha=alpha, selection=selection or None)
+            if base == ORACLE_DIP:
+                if not q.get("hbox"):
+                    continue
+                options = AskOptions(mode="dip", max_new_tokens=MAX_NEW_TOKENS, n_max=n_max,
+                                     alpha=alpha, selection=selection or None,
+                                     oracle_box=tuple(float(v) for v in q["hbox"]))
             if mode == ORACLE:
                 if not q.get("hbox"):
                     continue
@@ -156,7 +167,7 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
                               tiles_encoded=t["tiles_encoded"], levels=t["levels"],
                               stop_reason=t["stop_reason"], seconds=t["seconds"]["total"],
                               level=level if mode in ("grid", "prune-only") else None)
-                if q.get("hbox") and mode in ("dip", "prune-only"):
+                if q.get("hbox") and options.mode in ("dip", "prune-only"):
                     record["touches_box"] = box_touched(answer, q["hbox"], georef)
                     record["box_in_tiles"] = box_in_tiles(t, q["hbox"], size, engine.manifest)
             log.write(json.dumps(record) + "\n")
@@ -190,13 +201,16 @@ def summarise(questions, records) -> dict:
             # share of boxed questions whose object stayed in the tiles read at every level
             result["box_followed"] = sum(all(r["box_in_tiles"]) for r in followed) / len(followed)
             result["final_level"] = sum(r["levels"][-1] for r in answered) / len(answered)
+    finest = [r for r in answered if r.get("stop_reason") == "finest-level"]
+    if any(r.get("stop_reason") for r in answered):
+        result["finest_reached"] = len(finest) / len(answered)
     return result
 
 
 def table(summary: dict) -> str:
     cats = sorted({c for s in summary.values() for c in s.get("categories", {})})
     head = ["mode", "AA", "OA"] + cats + ["vision tokens", "tiles", "s/question", "localisation",
-                                          "object followed", "final level"]
+                                          "object followed", "final level", "finest reached"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mode, s in summary.items():
         if "AA" not in s:
@@ -207,7 +221,8 @@ def table(summary: dict) -> str:
         row += [f"{s['llm_vision_tokens']:.0f}", f"{s['tiles_encoded']:.1f}", f"{s['seconds']:.2f}",
                 f"{100 * s['localisation']:.0f}% of {s['boxed_questions']}" if "localisation" in s else "-",
                 f"{100 * s['box_followed']:.0f}%" if "box_followed" in s else "-",
-                f"{s['final_level']:.1f}" if "final_level" in s else "-"]
+                f"{s['final_level']:.1f}" if "final_level" in s else "-",
+                f"{100 * s['finest_reached']:.0f}%" if "finest_reached" in s else "-"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -239,7 +254,9 @@ def main(argv=None) -> int:
     parser.add_argument("--stride", type=int, default=2,
                         help="every N-th question of each scene (the split has 40 per scene)")
     parser.add_argument("--modes", default=",".join(MODES),
-                        help=f"comma-separated; also '{ORACLE}' (diagnostic, boxed questions only)")
+                        help=f"comma-separated; also '{ORACLE}' and '{ORACLE_DIP}' (diagnostics, "
+                             "boxed questions only); '@SELECTION' after dip picks the selection, "
+                             "e.g. dip@paper,dip@mass,oracle-dip@mass")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "default"))
     parser.add_argument("--data", default=None, help="scene + question folder (default OUT/data)")
     parser.add_argument("--n-max", type=int, default=None, help="tile cap (default: the bundle's)")
