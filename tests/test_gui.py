@@ -78,7 +78,7 @@ def shared_controller(qgis_app):
 @pytest.fixture
 def controller(shared_controller, raster_layer):
     from rs_vqa_plugin.gui.history import Conversations
-    from rs_vqa_plugin.gui.settings import PluginSettings
+    from rs_vqa_plugin.settings import PluginSettings
 
     ctrl = shared_controller
     assert ctrl.current is None
@@ -252,7 +252,7 @@ def test_settings_round_trip_through_qgssettings(qgis_app, tmp_path):
     from qgis.core import QgsSettings
     from qgis.PyQt.QtCore import QSettings
 
-    from rs_vqa_plugin.gui.settings import PluginSettings, load_settings, save_settings
+    from rs_vqa_plugin.settings import PluginSettings, load_settings, save_settings
 
     store = QgsSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
     wanted = PluginSettings(python="/opt/rt/bin/python", model_dir="/data/bundles/a",
@@ -269,7 +269,7 @@ def test_settings_round_trip_through_qgssettings(qgis_app, tmp_path):
 def test_settings_dialog_checks_the_runtime_and_copies_redacted_diagnostics(qgis_app):
     from qgis.PyQt.QtWidgets import QApplication
 
-    from rs_vqa_plugin.gui.settings import PluginSettings
+    from rs_vqa_plugin.settings import PluginSettings
     from rs_vqa_plugin.gui.settings_dialog import SettingsDialog
 
     model = Path.home() / "rs-vqa-models" / "demo"

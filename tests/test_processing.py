@@ -210,6 +210,52 @@ def test_ask_answers_every_question_with_table_and_heatmap(rs_vqa_provider, tiny
     assert all(c.geometry().area() > 0 and c["kind"] in ("token", "tile") for c in cells)
 
 
+class RecordingFeedback(QgsProcessingFeedback):
+    """Keeps what the algorithm tells the user (the log of the Processing dialog)."""
+
+    def __init__(self):
+        super().__init__()
+        self.infos = []
+
+    def pushInfo(self, info):  # noqa: N802 (QGIS API name)
+        self.infos.append(info)
+        super().pushInfo(info)
+
+
+def test_ask_without_model_uses_the_configured_else_the_bundled_model(rs_vqa_provider, tiny_bundle,
+                                                                      scene, tmp_path):
+    # The README's batch example names no MODEL; QGIS 3.22 used to refuse it ("Incorrect
+    # parameter value for MODEL"). The dock's chosen model (RS-VQA settings) comes first.
+    import shutil
+
+    from qgis.core import QgsSettings
+
+    from rs_vqa_plugin.paths import default_model_dir
+    from rs_vqa_plugin.processing import engine_cache
+
+    configured = shutil.copytree(tiny_bundle, tmp_path / "configured")
+    store, key = QgsSettings(), "rs_vqa/model_dir"
+    saved = store.value(key, None)
+    try:
+        for index, (chosen, expected) in enumerate(((str(configured), configured),
+                                                    ("", default_model_dir()))):
+            store.setValue(key, chosen)
+            engine_cache.release()   # so the log says which model was loaded
+            feedback = RecordingFeedback()
+            result = run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": QUESTIONS[0],
+                                        "MAX_TOKENS": 2, "OUTPUT": str(tmp_path / f"a{index}.csv")},
+                         feedback)
+            assert result["ANSWERED"] == 1
+            assert any(f"Loading the model from {expected} " in info for info in feedback.infos), \
+                feedback.infos
+    finally:
+        if saved is None:
+            store.remove(key)
+        else:
+            store.setValue(key, saved)
+        engine_cache.release()
+
+
 def test_ask_questions_from_jsonl_inside_a_scope_to_csv(rs_vqa_provider, tiny_bundle, scene, tmp_path):
     import json
 

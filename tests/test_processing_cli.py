@@ -64,6 +64,20 @@ def test_qgis_process_ask(qgis_process_env, tiny_bundle, tmp_path, qgis_app):  #
     assert heat.featureCount() > 0
 
 
+def test_qgis_process_ask_without_model_uses_the_bundled_default(qgis_process_env, tmp_path):
+    from rs_vqa_plugin.paths import default_model_dir
+
+    raster = make_rgb_scene(tmp_path / "scene.tif", size=(300, 200), epsg=32633)
+    done = qgis_process(qgis_process_env, "run", "rs_vqa:ask", "--", f"INPUT={raster}",
+                        "QUESTIONS=How many ships?", "MAX_TOKENS=2",
+                        f"OUTPUT={tmp_path / 'answers.csv'}")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert f"Loading the model from {default_model_dir()} " in output, output[-3000:]
+    assert "ANSWERED:\t1" in output or "ANSWERED: 1" in output, output[-3000:]
+    assert (tmp_path / "answers.csv").read_text().count("\n") >= 2
+
+
 def test_qgis_process_without_the_ml_runtime_says_how_to_set_it_up(qgis_process_env, tiny_bundle,
                                                                      tmp_path):
     # What the QGIS desktop's own Python looks like: Debian's packages, no torch / onnxruntime,

@@ -18,7 +18,7 @@ from .heat_layer import add_heat_layer, heat_layers
 from .history import Conversations, Turn, export_csv, export_markdown, stats_from_trace
 from .models import check_bundle, find_bundles
 from .scope import ScopeError, resolve_scope
-from .settings import load_settings, save_settings
+from ..settings import load_settings, save_settings
 from .worker_client import WorkerClient
 
 STOP_GRACE_MS = 3000   # a worker that has not stopped by then is ended (Stop must be prompt)

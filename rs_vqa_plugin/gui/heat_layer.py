@@ -14,7 +14,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransformConte
 from qgis.PyQt.QtCore import QCoreApplication, QVariant
 
 from ..paths import resources_dir
-from .settings import plugin_data_dir
+from ..settings import plugin_data_dir
 
 STYLE_FILE = "heatmap.qml"
 GROUP_PREFIX = "RS-VQA: "

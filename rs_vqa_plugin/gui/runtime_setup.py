@@ -11,19 +11,12 @@ from typing import List, Optional
 from qgis.PyQt.QtCore import QCoreApplication, QObject, QProcess, QProcessEnvironment, pyqtSignal
 
 from ..paths import PACKAGE_DIR, repo_root
+from ..settings import setup_venv_dir
 
 
 def redact_home(text: str) -> str:
     home = os.path.expanduser("~")
     return text.replace(home, "~") if home and home != "/" else text
-
-
-def setup_venv_dir() -> Path:
-    """Where "Set up runtime" puts a venv outside a source checkout: the QGIS profile (QGIS deletes
-    the plugin folder on upgrade, so never inside it)."""
-    from .settings import plugin_data_dir
-
-    return plugin_data_dir() / "runtime-venv"
 
 
 def setup_command(target_python: str = "") -> List[List[str]]:

@@ -14,7 +14,7 @@ from .. import __version__
 from .models import check_bundle
 from .runtime_setup import (RuntimeJob, doctor_job, parse_doctor, redact_home, set_up_python,
                             setup_command, summarise_doctor)
-from .settings import DEVICES, PluginSettings, default_runtime_python
+from ..settings import DEVICES, PluginSettings, default_runtime_python
 
 
 class SettingsDialog(QDialog):

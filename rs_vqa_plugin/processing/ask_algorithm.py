@@ -14,8 +14,8 @@ from qgis.PyQt.QtCore import QVariant
 from ..paths import resources_dir
 from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, alpha_parameter,
                      device_parameter, max_tokens_parameter, mode_parameter,
-                     model_parameter, n_max_parameter, non_raster_message, optional_number,
-                     raster_path)
+                     model_folder, model_parameter, n_max_parameter, non_raster_message,
+                     optional_number, raster_path)
 from .feedback_bridge import FeedbackBridge
 from .runtime import model_and_runtime_problem, require_ml_runtime
 from .scope import scope_from_parameters
@@ -166,7 +166,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
                                "or give the path of a .csv / .jsonl / .txt file of questions.")
         except QgsProcessingException as exc:
             return False, str(exc)
-        message = model_and_runtime_problem(self.parameterAsFile(parameters, "MODEL", context))
+        message = model_and_runtime_problem(model_folder(self, parameters, context))
         if message:
             return False, message
         return super().checkParameterValues(parameters, context)
@@ -178,7 +178,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         questions = self._questions(parameters, context)
         if not questions:
             raise QgsProcessingException("No questions to answer.")
-        model_dir = self.parameterAsFile(parameters, "MODEL", context)
+        model_dir = model_folder(self, parameters, context)
         scope = scope_from_parameters(self, parameters, context, layer)
         options_kwargs = dict(
             mode=self.parameterAsEnumString(parameters, "MODE", context),

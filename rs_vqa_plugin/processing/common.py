@@ -21,9 +21,24 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def model_parameter(name: str = "MODEL"):
+    # Optional with no default value: QGIS 3.22 refuses a missing non-optional file parameter
+    # even when it has a default, and the default model is looked up at run time (see below).
     return QgsProcessingParameterFile(
-        name, "Model folder (a bundle with manifest.json)",
-        behavior=QgsProcessingParameterFile.Folder, defaultValue=str(default_model_dir()))
+        name, "Model folder (a bundle with manifest.json; empty: the model chosen in RS-VQA's "
+              "settings, else the bundled default model)",
+        behavior=QgsProcessingParameterFile.Folder, optional=True)
+
+
+def default_model_folder() -> str:
+    """The model used when MODEL is left empty: the one chosen in RS-VQA's settings (the chat
+    dock's model), else the model bundled with the plugin."""
+    from ..settings import load_settings
+
+    return load_settings().model_dir or str(default_model_dir())
+
+
+def model_folder(algorithm, parameters, context, name: str = "MODEL") -> str:
+    return algorithm.parameterAsFile(parameters, name, context) or default_model_folder()
 
 
 def mode_parameter(name: str = "MODE"):

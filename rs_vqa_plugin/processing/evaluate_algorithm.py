@@ -12,8 +12,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
 from qgis.PyQt.QtCore import QVariant
 
 from .common import (MODE_HELP, advanced, alpha_parameter,
-                     device_parameter, max_tokens_parameter, mode_parameter, model_parameter,
-                     n_max_parameter, optional_number)
+                     device_parameter, max_tokens_parameter, mode_parameter, model_folder,
+                     model_parameter, n_max_parameter, optional_number)
 from .feedback_bridge import FeedbackBridge
 from .runtime import model_and_runtime_problem, require_ml_runtime
 
@@ -126,7 +126,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             read_questions(questions, images, limit)
         except RsVqaError as exc:
             return False, str(exc)
-        message = model_and_runtime_problem(self.parameterAsFile(parameters, "MODEL", context))
+        message = model_and_runtime_problem(model_folder(self, parameters, context))
         if message:
             return False, message
         return super().checkParameterValues(parameters, context)
@@ -137,7 +137,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
 
         questions_path, images, limit = self._inputs(parameters, context)
         answers_path = Path(self.parameterAsFileOutput(parameters, "ANSWERS", context))
-        model_dir = self.parameterAsFile(parameters, "MODEL", context)
+        model_dir = model_folder(self, parameters, context)
         mode = self.parameterAsEnumString(parameters, "MODE", context)
         device = self.parameterAsEnumString(parameters, "DEVICE", context)
         alpha = optional_number(self, parameters, "ALPHA", context)

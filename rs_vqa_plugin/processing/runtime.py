@@ -31,7 +31,7 @@ def worker_python() -> str:
     (by default the .venv that ./build.sh setup makes beside the sources)."""
     candidate = os.environ.get("RS_VQA_RUNTIME_PYTHON")
     if candidate is None:
-        from ..gui.settings import load_settings
+        from ..settings import load_settings
 
         candidate = load_settings().python
     candidate = str(candidate or "")

@@ -1,4 +1,6 @@
-"""The plugin's persisted settings (QgsSettings): runtime Python, model, device and engine knobs."""
+"""The plugin's persisted settings (QgsSettings): runtime Python, model, device and engine knobs.
+
+Shared by the chat dock and Processing (which must not import the GUI package)."""
 
 from __future__ import annotations
 
@@ -8,16 +10,20 @@ from typing import List, Optional
 
 from qgis.core import QgsSettings
 
-from ..paths import default_model_dir, repo_root
+from .paths import default_model_dir, repo_root
 
 PREFIX = "rs_vqa/"
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def default_runtime_python() -> str:
-    """The venv `./build.sh setup` makes next to the sources, when there is one."""
-    candidate = repo_root() / ".venv" / "bin" / "python"
-    return str(candidate) if candidate.exists() else ""
+    """The runtime a set-up made, when there is one: the venv `./build.sh setup` makes next to the
+    sources, else the one "Set up runtime" makes in the QGIS profile (plugin installed from a zip)."""
+    for candidate in (repo_root() / ".venv" / "bin" / "python",
+                      setup_venv_dir() / "bin" / "python"):
+        if candidate.exists():
+            return str(candidate)
+    return ""
 
 
 @dataclass
@@ -77,3 +83,9 @@ def plugin_data_dir() -> Path:
     folder = Path(QgsApplication.qgisSettingsDirPath()) / "rs_vqa"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def setup_venv_dir() -> Path:
+    """Where "Set up runtime" puts a venv outside a source checkout: the QGIS profile (QGIS deletes
+    the plugin folder on upgrade, so never inside it)."""
+    return plugin_data_dir() / "runtime-venv"
