@@ -154,3 +154,31 @@ def test_load_then_ask_streams_tokens_then_answers_and_cancels(worker, tiny_bund
     worker.send(id="q3", cmd="ask", raster=str(raster), question="Any water?",
                 options={"max_new_tokens": 4})
     assert worker.final("q3", 120)["event"] == "answer"
+
+
+@needs_engine
+def test_an_ask_that_loads_its_model_streams_each_event_once(worker, tiny_bundle, tmp_path):
+    # As the chat dock asks: the first ask names its model, so the worker loads it on the way.
+    raster = make_rgb_scene(tmp_path / "scene.tif", size=(400, 300), seed=4)
+    for request_id in ("d1", "d2"):
+        worker.send(id=request_id, cmd="ask", raster=str(raster), question="What is in the image?",
+                    model=str(tiny_bundle), device="cpu", options={"max_new_tokens": 6})
+        final = worker.final(request_id, 120)
+        if final["event"] == "loaded":
+            final = worker.wait_for(lambda e: e["id"] == request_id and
+                                    e["event"] in ("answer", "error", "cancelled"), 120)
+        assert final["event"] == "answer", final
+    worker.send(id="p9", cmd="ping")
+    worker.wait_for(lambda e: e["id"] == "p9" and e["event"] == "pong")
+    for request_id in ("d1", "d2"):
+        events = [e for e in worker.seen if e["id"] == request_id]
+        tokens = [e["text"] for e in events if e["event"] == "token"]
+        answer = next(e["answer"] for e in events if e["event"] == "answer")
+        assert tokens and "".join(tokens) == answer["text"], (tokens, answer["text"])
+        progress = [(e["stage"], e["fraction"], e["message"]) for e in events
+                    if e["event"] == "progress"]
+        assert len(progress) == len(set(progress)), progress   # none sent twice
+        # Nothing arrives under an ask's id once it has answered (d2's events stay d2's).
+        assert events[-1]["event"] == "answer", events[-3:]
+    assert ("load", 0.0) in {(e["stage"], e["fraction"]) for e in worker.seen
+                             if e["id"] == "d1" and e["event"] == "progress"}

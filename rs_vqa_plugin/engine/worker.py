@@ -215,7 +215,9 @@ class Worker:
             started = time.perf_counter()
             self.events.send(request_id, "progress", stage="load", fraction=0.0,
                              message=f"Loading the model from {model}")
-            engine = self.engine_factory(str(model), device, self._sink(request_id))
+            # No engine-wide sink: each ask passes its own request's sink, so an event is sent
+            # once, under the ask it belongs to (a sink bound here doubled every event).
+            engine = self.engine_factory(str(model), device, None)
             self.engine, self.model_key = engine, key
             self.load_info = {"model": str(model), "device": _engine_device(engine, device),
                               "providers": _engine_providers(engine),
