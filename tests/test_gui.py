@@ -378,3 +378,57 @@ def test_stop_and_a_killed_worker_leave_nothing_half_added(controller, project, 
     controller.ask("Is there water?")   # a fresh worker answers
     assert spin_until(lambda: controller.current is None, 120)
     assert controller.current_turns()[-1].status == "answered"
+
+
+# ---- what desktop use found broken or misleading -------------------------------------------
+def answered_turn_with_heat(controller, project, raster_layer, folder, question="Where are the ships?"):
+    """An answered turn whose heat layer was added by the real add_heat_layer (no worker needed)."""
+    from rs_vqa_plugin.gui.heat_layer import add_heat_layer
+    from rs_vqa_plugin.gui.history import Turn
+
+    box = raster_layer.extent()
+    x, y = box.xMinimum(), box.yMaximum()
+    answer = {"question": question, "crs_wkt": raster_layer.crs().toWkt(),
+              "heat_cells": [{"ring": [[x, y], [x + 50, y], [x + 50, y - 50], [x, y - 50], [x, y]],
+                              "score": 0.9, "level": 1, "tile": [0, 0], "rank": 1,
+                              "kind": "tile"}]}
+    heat = add_heat_layer(project, raster_layer, answer, folder=folder)
+    turn = Turn(question=question, text="two", status="answered", heat_layer_id=heat.id(),
+                stats={"seconds": 0.5, "tiles": 3, "llm_tokens": 40, "levels": [1]})
+    controller.conversations.turns(raster_layer.id()).append(turn)
+    controller.refresh()
+    return turn, project.layerTreeRoot().findLayer(heat.id())
+
+
+def click_link(dock, text):
+    """A real left click on the link showing `text` in the conversation (as a person clicks it)."""
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtTest import QTest
+
+    browser = dock.conversation
+    dock.window().show()   # offscreen; a hidden text browser lays nothing out to click on
+    dock.show()
+    browser.resize(600, 400)
+    cursor = browser.document().find(text)
+    assert not cursor.isNull(), browser.toPlainText()
+    cursor.setPosition(cursor.selectionStart() + 1)
+    point = browser.cursorRect(cursor).center()
+    QTest.mouseClick(browser.viewport(), Qt.LeftButton, Qt.NoModifier, point)
+
+
+def test_hide_where_it_looked_hides_the_heat_layer_and_the_link_follows(controller, project,
+                                                                        raster_layer, tmp_path):
+    turn, node = answered_turn_with_heat(controller, project, raster_layer, tmp_path)
+    dock = controller.dock
+    assert node.isVisible() and "Hide where it looked" in dock.conversation.toPlainText()
+    click_link(dock, "Hide where it looked")
+    assert not node.isVisible()
+    assert "Show where it looked" in dock.conversation.toPlainText()
+    assert "Hide where it looked" not in dock.conversation.toPlainText()
+    # Show again, even when the whole group was switched off in the layers panel.
+    node.parent().setItemVisibilityChecked(False)
+    click_link(dock, "Show where it looked")
+    assert node.isVisible() and "Hide where it looked" in dock.conversation.toPlainText()
+    # Switched off in the layers panel: the dock's link says so too.
+    node.setItemVisibilityChecked(False)
+    assert "Show where it looked" in dock.conversation.toPlainText()

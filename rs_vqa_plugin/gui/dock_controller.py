@@ -67,6 +67,8 @@ class DockController(QObject):
         self._connect(self.project.readProject, self._on_project_read)
         self._connect(self.project.cleared, self._on_project_cleared)
         self._connect(self.project.layersAdded, lambda _layers: self._hide_heat_from_scope())
+        # "Show/Hide where it looked" follows the layers panel too.
+        self._connect(self.project.layerTreeRoot().visibilityChanged, lambda _node: self.refresh())
         self.fill_models()
         self.refresh()
 
@@ -288,8 +290,9 @@ class DockController(QObject):
             return
         node = self.project.layerTreeRoot().findLayer(layer.id())
         if action == "toggle" and node is not None:
-            node.setItemVisibilityChecked(not node.isVisible())
-            if not node.isVisible():
+            show = not node.isVisible()
+            node.setItemVisibilityChecked(show)
+            if show:   # a hidden group would keep it hidden
                 node.setItemVisibilityCheckedParentRecursive(True)
         elif action == "zoom" and self.iface is not None:
             canvas = self.iface.mapCanvas()
