@@ -432,3 +432,67 @@ def test_hide_where_it_looked_hides_the_heat_layer_and_the_link_follows(controll
     # Switched off in the layers panel: the dock's link says so too.
     node.setItemVisibilityChecked(False)
     assert "Show where it looked" in dock.conversation.toPlainText()
+
+
+def act_on_progress(controller, wanted, action):
+    """Calls action() once, on the worker's first progress event of a stage in `wanted`."""
+    fired = []
+
+    def slot(_rid, stage, _fraction, _message):
+        if stage in wanted and not fired:
+            fired.append(stage)
+            action()
+    controller.client.progress.connect(slot)
+    return fired, slot
+
+
+@needs_engine
+def test_stop_while_the_model_loads_says_stopped_not_crashed(controller, tiny_bundle):
+    controller.settings.model_dir = str(tiny_bundle)
+    controller.client.shutdown()        # a fresh worker: this ask loads the model
+    controller.model_info = {}
+    controller.stop_grace_ms = 0        # the load outlasts the grace: the worker is ended
+    fired, slot = act_on_progress(controller, ("load",), controller.dock.stop_button.click)
+    try:
+        controller.ask("How many ships?")
+        assert spin_until(lambda: controller.current is None, 120)
+        spin_until(lambda: False, 1.0)   # a crash report would arrive after the turn finished
+    finally:
+        controller.client.progress.disconnect(slot)
+        controller.stop_grace_ms = 3000
+    turn = controller.current_turns()[-1]
+    status = controller.dock.status_label
+    assert fired == ["load"] and turn.status == "stopped" and turn.message.startswith("Stopped")
+    assert status.text().startswith("Stopped") and "b00020" not in status.styleSheet()
+    assert "crashed" not in status.text() + controller.dock.conversation.toPlainText()
+    assert not controller.client.is_running()
+    controller.settings.max_new_tokens = 2
+    controller.ask("Is there water?")   # a fresh worker loads the model and answers
+    assert spin_until(lambda: controller.current is None, 120)
+    assert controller.current_turns()[-1].status == "answered"
+
+
+@needs_engine
+def test_a_stopped_turn_keeps_no_partial_answer_and_exports_as_stopped(controller, tiny_bundle,
+                                                                        tmp_path):
+    controller.settings.model_dir = str(tiny_bundle)
+    controller.settings.max_new_tokens = 400
+    streamed = []
+
+    def stop_on_first_token(_rid, text):
+        streamed.append(text)
+        if len(streamed) == 1:
+            controller.dock.stop_button.click()
+    controller.client.token.connect(stop_on_first_token)
+    try:
+        controller.ask("Describe everything in detail.")
+        assert spin_until(lambda: controller.current is None, 120)
+    finally:
+        controller.client.token.disconnect(stop_on_first_token)
+    turn = controller.current_turns()[-1]
+    assert streamed and turn.status == "stopped" and turn.text == ""
+    shown = controller.dock.conversation.toPlainText()
+    assert "A:" not in shown and "Stopped" in shown
+    rows = list(csv.DictReader(io.StringIO(
+        controller.export_history("csv", str(tmp_path / "h.csv")).read_text())))
+    assert (rows[-1]["status"], rows[-1]["answer"]) == ("stopped", "")

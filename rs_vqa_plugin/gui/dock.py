@@ -143,7 +143,8 @@ class ChatDock(QgsDockWidget):
         parts = []
         for index, turn in enumerate(turns):
             parts.append(f"<p><b>{self.tr('Q')}:</b> {html.escape(turn.question)}</p>")
-            if turn.status == "answered" or turn.text:
+            # Streamed text shows while it arrives; a stopped or failed turn has no answer.
+            if turn.status == "answered" or (turn.status == "asking" and turn.text):
                 cursor = " ▌" if turn.status == "asking" else ""
                 parts.append(f"<p><b>{self.tr('A')}:</b> {html.escape(turn.text)}{cursor}</p>")
             if turn.status == "asking" and not turn.text:

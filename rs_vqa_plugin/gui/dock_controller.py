@@ -48,6 +48,7 @@ class DockController(QObject):
         self.conversations = Conversations.load_from_project(self.project)
         self.current: Optional[RunningAsk] = None
         self.model_info: dict = {}
+        self.stop_grace_ms = STOP_GRACE_MS
         self._connections = []
         self._connect(self.client.loaded, self._on_loaded)
         self._connect(self.client.progress, self._on_progress)
@@ -175,11 +176,15 @@ class DockController(QObject):
         self.dock.show_status(self.tr("Stopping…"))
         self.client.cancel(running.request_id)
         running.task.cancel()   # shown as cancelled (not failed) in QGIS's task list
-        QTimer.singleShot(STOP_GRACE_MS, lambda rid=running.request_id: self._stop_overdue(rid))
+        QTimer.singleShot(self.stop_grace_ms,
+                          lambda rid=running.request_id: self._stop_overdue(rid))
 
     def _stop_overdue(self, request_id: str) -> None:
+        # The worker could not stop in time (a model load cannot be interrupted): end it. That is
+        # the Stop the person asked for, not a crash; the next question starts a fresh worker.
         if self.current is not None and self.current.request_id == request_id:
-            self.client.kill()   # reported through failed(): shown as stopped
+            self.model_info = {}
+            self.client.end_for_stop()
 
     # ---- worker events (GUI thread) ------------------------------------------------------
     def _mine(self, request_id: str) -> Optional[RunningAsk]:
@@ -238,6 +243,7 @@ class DockController(QObject):
             self._on_cancelled(request_id)
             return
         running.turn.status, running.turn.message = "failed", message
+        running.turn.text = ""   # a cut-off stream is not an answer
         self._finish(running, "failed", message, True)
 
     def _on_cancelled(self, request_id: str) -> None:
@@ -245,6 +251,7 @@ class DockController(QObject):
         if running is None:
             return
         running.turn.status = "stopped"
+        running.turn.text = ""   # a cut-off stream is not an answer
         running.turn.message = self.tr("Stopped; nothing was added to the map.")
         self._finish(running, "stopped", running.turn.message, False)
 

@@ -97,7 +97,8 @@ def export_csv(rows: List[tuple]) -> str:
     writer.writerow(CSV_FIELDS)
     for layer_name, turn in rows:
         stats = turn.stats or {}
-        writer.writerow([layer_name, turn.question, turn.text, turn.status,
+        answer = turn.text if turn.status == "answered" else ""
+        writer.writerow([layer_name, turn.question, answer, turn.status,
                          stats.get("seconds", ""), stats.get("tiles", ""),
                          stats.get("llm_tokens", ""),
                          " ".join(str(v) for v in stats.get("levels", []) or []), turn.heat_path])

@@ -44,6 +44,7 @@ class WorkerClient(QObject):
         self._closing = False
         self._starting = False
         self._hung = False
+        self._ended_for_stop = False
         self._ids = itertools.count(1)
         self._watchdog = QTimer(self)
         self._watchdog.setInterval(2000)
@@ -117,6 +118,13 @@ class WorkerClient(QObject):
     def kill(self) -> None:
         """Hard stop (as the OOM killer would); reported through `died` like any crash."""
         if self.is_running():
+            self.process.kill()
+
+    def end_for_stop(self) -> None:
+        """End a worker that could not stop in time (e.g. still loading the model), because the
+        person pressed Stop: its requests are reported `cancelled`, and no crash is reported."""
+        if self.is_running():
+            self._ended_for_stop = True
             self.process.kill()
 
     # ---- requests ------------------------------------------------------------------------
@@ -214,6 +222,9 @@ class WorkerClient(QObject):
             self._read_stderr()
         if self._closing or self._starting:
             return
+        if self._ended_for_stop:
+            self._report_stopped()
+            return
         if self._hung:
             reason = self.tr("stopped responding and was ended")
         elif exit_status == QProcess.CrashExit:
@@ -228,13 +239,22 @@ class WorkerClient(QObject):
             message += " " + self.tr("Last runtime message: {line}").format(line=last[-300:])
         self._report_death(message)
 
-    def _report_death(self, message: str) -> None:
+    def _forget_process(self) -> dict:
+        """The requests the ended worker still owed; the next request starts a fresh worker."""
         self._watchdog.stop()
         self._hung = False
+        self._ended_for_stop = False
         pending, self.pending = self.pending, {}
         if self.process is not None:
             self.process.deleteLater()
         self.process = None
-        for request_id in pending:
+        return pending
+
+    def _report_death(self, message: str) -> None:
+        for request_id in self._forget_process():
             self.failed.emit(request_id, message)
         self.died.emit(message)
+
+    def _report_stopped(self) -> None:
+        for request_id in self._forget_process():
+            self.cancelled.emit(request_id)
