@@ -496,3 +496,51 @@ def test_a_stopped_turn_keeps_no_partial_answer_and_exports_as_stopped(controlle
     rows = list(csv.DictReader(io.StringIO(
         controller.export_history("csv", str(tmp_path / "h.csv")).read_text())))
     assert (rows[-1]["status"], rows[-1]["answer"]) == ("stopped", "")
+
+
+def test_a_raster_whose_file_was_deleted_is_called_missing(controller, project, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    (tmp_path / "survey").mkdir()
+    path = make_rgb_scene(tmp_path / "survey" / "gone.tif", size=64)
+    layer = QgsRasterLayer(str(path), "gone")
+    project.addMapLayer(layer)
+    controller.show(layer)
+    path.unlink()
+    problem = controller.ask("How many ships?")
+    assert "missing" in problem and str(path) in problem and "gone" in problem
+    assert "GeoTIFF" not in problem and "not a raster file" not in problem
+    assert controller.dock.status_label.text() == problem and controller.current is None
+
+
+def test_an_empty_question_clears_an_old_error_and_asks_for_one(controller):
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtTest import QTest
+
+    dock = controller.dock
+    dock.show_status("The model folder /old does not exist.", error=True)
+    dock.question_edit.setText("   ")
+    QTest.keyClick(dock.question_edit, Qt.Key_Return)
+    assert dock.status_label.text() == "Type a question first."
+    assert "b00020" not in dock.status_label.styleSheet()
+    assert controller.current is None and not controller.current_turns()
+
+
+def test_settings_ok_stays_open_on_a_folder_that_is_not_a_bundle(qgis_app, tmp_path):
+    from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
+
+    from rs_vqa_plugin.gui.settings_dialog import SettingsDialog
+    from rs_vqa_plugin.settings import PluginSettings
+
+    (tmp_path / "photos").mkdir()
+    dialog = SettingsDialog(PluginSettings(python=sys.executable, model_dir=""))
+    dialog.show()
+    dialog.model_edit.setText(str(tmp_path / "photos"))
+    dialog.buttons.button(QDialogButtonBox.Ok).click()
+    assert dialog.isVisible() and dialog.result() != QDialog.Accepted
+    warning = dialog.warning_label
+    assert warning.isVisible() and str(tmp_path / "photos") in warning.text()
+    assert "no manifest.json" in warning.text() and "Cancel" in warning.text()
+    dialog.model_edit.setText("")   # no folder: nothing to warn about
+    dialog.buttons.button(QDialogButtonBox.Ok).click()
+    assert not dialog.isVisible() and dialog.result() == QDialog.Accepted

@@ -113,9 +113,9 @@ class ChatDock(QgsDockWidget):
         return self.scope_combo.currentData()
 
     def _send(self) -> None:
-        question = self.question_edit.text().strip()
-        if question and self.send_button.isEnabled():
-            self.askRequested.emit(question)
+        # An empty question goes too: the controller answers it with a hint.
+        if self.send_button.isEnabled():
+            self.askRequested.emit(self.question_edit.text().strip())
 
     def _on_anchor(self, url) -> None:
         action, _, index = url.toString().partition(":")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsMapLayer, QgsProject,
-                       QgsRasterLayer)
+                       QgsProviderRegistry, QgsRasterLayer)
 from qgis.PyQt.QtCore import QObject, Qt, QTimer
 from qgis.PyQt.QtWidgets import QFileDialog
 
@@ -113,16 +113,25 @@ class DockController(QObject):
             return self.tr("Choose a raster layer to ask about.")
         if not isinstance(layer, QgsRasterLayer):
             return self.tr("{layer} is not a raster layer: choose a raster.").format(layer=layer.name())
-        if layer.providerType() != "gdal" or not Path(layer.source()).is_file():
+        if layer.providerType() != "gdal":
             return self.tr("{layer} is not a raster file on disk (provider {provider}): save it as "
                            "a GeoTIFF (Export › Save As…) and ask about the copy.").format(
                 layer=layer.name(), provider=layer.providerType())
+        path = QgsProviderRegistry.instance().decodeUri("gdal", layer.source()).get("path") or ""
+        if not path.startswith("/vsi") and not Path(path).is_file():
+            return self.tr("The file of {layer} is missing: {path} was moved or deleted. Put it "
+                           "back, or remove the layer and add the file from where it is now."
+                           ).format(layer=layer.name(), path=path or layer.source())
         return None
 
     def ask(self, question: str) -> Optional[str]:
         """Start an ask; returns the problem shown in the dock, or None when it was sent."""
         if self.current is not None:
             return None
+        if not question.strip():
+            hint = self.tr("Type a question first.")
+            self.dock.show_status(hint)   # replaces an earlier message, which no longer applies
+            return hint
         layer = self.dock.layer_combo.currentLayer()
         problem = (self.layer_problem(layer) or check_bundle(self.settings.model_dir))
         scope = None

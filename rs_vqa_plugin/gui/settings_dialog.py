@@ -7,8 +7,9 @@ from dataclasses import replace
 
 from qgis.core import Qgis
 from qgis.PyQt.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButtonBox,
-                                 QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit,
-                                 QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout)
+                                 QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                                 QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
+                                 QVBoxLayout)
 
 from .. import __version__
 from .models import check_bundle
@@ -77,10 +78,15 @@ class SettingsDialog(QDialog):
         self.log.setReadOnly(True)
         self.log.setPlaceholderText(self.tr("Runtime checks and set-up output appear here."))
         layout.addWidget(self.log, 1)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
+        self.warning_label = QLabel()
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #b00020;")
+        self.warning_label.setVisible(False)
+        layout.addWidget(self.warning_label)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
         self.resize(640, 520)
 
     def result_settings(self) -> PluginSettings:
@@ -93,9 +99,14 @@ class SettingsDialog(QDialog):
                        max_new_tokens=self.tokens_spin.value())
 
     def accept(self) -> None:
+        # Stay open on a folder that is not a bundle: closing would hide the warning unread.
         problem = check_bundle(self.model_edit.text().strip()) if self.model_edit.text() else None
         if problem:
-            self.log.appendPlainText(problem)
+            self.warning_label.setText(self.tr("{problem} Choose another model folder, or Cancel."
+                                               ).format(problem=problem))
+            self.warning_label.setVisible(True)
+            self.model_edit.setFocus()
+            return
         self._stop_job()
         super().accept()
 
