@@ -544,3 +544,47 @@ def test_settings_ok_stays_open_on_a_folder_that_is_not_a_bundle(qgis_app, tmp_p
     dialog.model_edit.setText("")   # no folder: nothing to warn about
     dialog.buttons.button(QDialogButtonBox.Ok).click()
     assert not dialog.isVisible() and dialog.result() == QDialog.Accepted
+
+
+@needs_engine
+def test_the_time_under_an_answer_is_what_the_person_waited_with_its_parts(controller, project,
+                                                                          tiny_bundle, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    # Large enough for overviews (built on the first question), asked of a fresh worker (loads).
+    path = make_rgb_scene(tmp_path / "large.tif", size=(1400, 1000), seed=8)
+    layer = QgsRasterLayer(str(path), "large")
+    project.addMapLayer(layer)
+    controller.show(layer)
+    project.setFileName(str(tmp_path / "timing.qgz"))
+    controller.settings.model_dir = str(tiny_bundle)
+    controller.settings.max_new_tokens = 4
+    controller.client.shutdown()
+    controller.model_info = {}
+    streamed = []
+    collect = lambda _rid, text: streamed.append(text)   # noqa: E731
+    controller.client.token.connect(collect)
+    try:
+        waits = []
+        for question in ("How many ships?", "And cars?"):
+            started = time.monotonic()
+            controller.ask(question)
+            assert spin_until(lambda: controller.current is None, 120)
+            waits.append(time.monotonic() - started)
+    finally:
+        controller.client.token.disconnect(collect)
+    first, second = controller.current_turns()
+    assert first.status == second.status == "answered"
+    parts = first.stats["parts"]
+    assert parts["load"] > 0 and parts["overviews"] > 0 and parts["answer"] > 0
+    # What the person waited: the whole round trip, of which the parts are pieces.
+    assert parts["load"] + parts["overviews"] + parts["answer"] <= first.stats["seconds"] + 0.02
+    assert abs(first.stats["seconds"] - waits[0]) < 0.5
+    shown = controller.dock.conversation.toPlainText()
+    assert (f"{first.stats['seconds']:.1f} s (model load {parts['load']:.1f} s, overviews "
+            f"{parts['overviews']:.1f} s, answer {parts['answer']:.1f} s)") in shown
+    # Warm model, overviews already there: the answer is the whole wait.
+    assert second.stats["parts"]["load"] == 0 and second.stats["parts"]["overviews"] == 0
+    assert f"{second.stats['seconds']:.1f} s · " in shown
+    # The tokens streamed into the dock are the answers, each piece once.
+    assert "".join(streamed).replace(" ", "") == (first.text + second.text).replace(" ", "")

@@ -15,7 +15,7 @@ from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QL
                                  QProgressBar, QPushButton, QTextBrowser, QToolButton,
                                  QVBoxLayout, QWidget)
 
-from .history import Turn
+from .history import Turn, waited_text
 from .scope import EXTENT, POLYGON, WHOLE
 
 
@@ -162,8 +162,8 @@ class ChatDock(QgsDockWidget):
     def _stats_html(self, index: int, turn: Turn, visible: bool) -> str:
         stats = turn.stats or {}
         levels = ", ".join(str(v) for v in stats.get("levels", []) or []) or "–"
-        line = self.tr("{seconds} s · {tiles} tiles read · {tokens} LLM tokens · levels {levels}").format(
-            seconds=stats.get("seconds", "?"), tiles=stats.get("tiles", "?"),
+        line = self.tr("{waited} · {tiles} tiles read · {tokens} LLM tokens · levels {levels}").format(
+            waited=waited_text(stats), tiles=stats.get("tiles", "?"),
             tokens=stats.get("llm_tokens", "?"), levels=levels)
         links = ""
         if turn.heat_layer_id:

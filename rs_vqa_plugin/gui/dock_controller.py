@@ -3,9 +3,10 @@ adds the heat layers (GUI thread) and keeps each layer's conversation in the pro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional
 
 from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsMapLayer, QgsProject,
                        QgsProviderRegistry, QgsRasterLayer)
@@ -15,7 +16,7 @@ from qgis.PyQt.QtWidgets import QFileDialog
 from .ask_task import AskTask
 from .dock import ChatDock
 from .heat_layer import add_heat_layer, heat_layers
-from .history import Conversations, Turn, export_csv, export_markdown, stats_from_trace
+from .history import Conversations, Turn, export_csv, export_markdown, waited_stats
 from .models import check_bundle, find_bundles
 from .scope import ScopeError, resolve_scope
 from ..settings import load_settings, save_settings
@@ -31,6 +32,17 @@ class RunningAsk:
     turn: Turn
     task: AskTask
     stopping: bool = False
+    sent: float = field(default_factory=time.monotonic)   # what the person waits is timed here
+    stage_seen: Dict[str, List[float]] = field(default_factory=dict)   # stage -> [first, last]
+    load_seconds: float = 0.0     # the worker's, when this ask loaded the model
+
+    def saw(self, stage: str) -> None:
+        now = time.monotonic()
+        self.stage_seen.setdefault(stage, [now, now])[1] = now
+
+    def stage_span(self, stage: str) -> float:
+        first, last = self.stage_seen.get(stage, (0.0, 0.0))
+        return last - first
 
 
 class DockController(QObject):
@@ -155,6 +167,7 @@ class DockController(QObject):
         bands = _rgb_bands(layer)
         if bands:
             options["bands"] = bands
+        sent = time.monotonic()
         request_id, problem = self.client.ask(layer.source(), question, options,
                                               model=self.settings.model_dir,
                                               device=self.settings.device)
@@ -169,7 +182,7 @@ class DockController(QObject):
         task = AskTask(self.tr("RS-VQA: {question}").format(question=question[:60]), request_id)
         # The task manager's cancel button takes the same path as the dock's Stop.
         task.stopRequested.connect(lambda _request_id: self.stop())
-        self.current = RunningAsk(request_id, layer.id(), turn, task)
+        self.current = RunningAsk(request_id, layer.id(), turn, task, sent=sent)
         QgsApplication.taskManager().addTask(task)
         self.dock.question_edit.clear()
         self.dock.set_busy(True)
@@ -208,6 +221,8 @@ class DockController(QObject):
             providers=f" ({providers})" if providers else ""))
         running = self._mine(request_id)
         if running is not None:
+            if "load" in running.stage_seen:   # loaded for this ask (else it was already warm)
+                running.load_seconds = float(info.get("seconds") or 0.0)
             running.turn.message = self.tr("Thinking…")
             self.refresh()
 
@@ -215,6 +230,7 @@ class DockController(QObject):
         running = self._mine(request_id)
         if running is None:
             return
+        running.saw(stage)
         self.dock.show_progress(stage_label(stage), fraction)
         running.task.relay_progress(stage, fraction)
 
@@ -230,7 +246,9 @@ class DockController(QObject):
             return
         turn = running.turn
         turn.text = str(answer.get("text", turn.text)).strip()
-        turn.stats = stats_from_trace(answer.get("trace") or {})
+        turn.stats = waited_stats(answer.get("trace") or {}, time.monotonic() - running.sent,
+                                  load=running.load_seconds,
+                                  overviews=running.stage_span("overviews"))
         turn.status = "answered"
         turn.message = ""
         layer = self.project.mapLayer(running.layer_id)
@@ -412,7 +430,8 @@ def stage_label(stage: str) -> str:
     def tr(text):
         return QCoreApplication.translate("DockController", text)
 
-    labels = {"load": tr("Loading the model"), "read": tr("Reading pixels"),
+    labels = {"load": tr("Loading the model"), "overviews": tr("Building overviews"),
+              "read": tr("Reading pixels"),
               "encode": tr("Encoding tiles"), "score": tr("Scoring tokens"),
               "select": tr("Selecting tiles"), "generate": tr("Writing the answer")}
     return labels.get(stage, stage or tr("Working"))

@@ -18,7 +18,9 @@ class Turn:
     text: str = ""
     status: str = "asking"          # asking | answered | stopped | failed
     message: str = ""               # why it stopped or failed
-    stats: Dict[str, object] = field(default_factory=dict)   # seconds, tiles, llm_tokens, levels
+    # seconds (what the person waited), parts (model load, overviews, answer), tiles, llm_tokens,
+    # levels
+    stats: Dict[str, object] = field(default_factory=dict)
     heat_layer_id: str = ""
     heat_path: str = ""
     request_id: str = ""
@@ -28,12 +30,44 @@ class Turn:
         return self.status != "asking"
 
 
+PART_LABELS = {"load": "model load", "overviews": "overviews", "answer": "answer"}
+SHOWN_PART_S = 0.05     # parts shorter than this are not worth a mention
+
+
 def stats_from_trace(trace: dict) -> Dict[str, object]:
     seconds = trace.get("seconds") or {}
     return {"seconds": round(float(seconds.get("total", 0.0) or 0.0), 2),
             "tiles": int(trace.get("tiles_encoded", 0) or 0),
             "llm_tokens": int(trace.get("llm_tokens", 0) or 0),
             "levels": list(trace.get("levels") or [])}
+
+
+def waited_stats(trace: dict, waited: float, load: float = 0.0,
+                 overviews: float = 0.0) -> Dict[str, object]:
+    """The stats of an answer with `seconds` = what the person waited (send to answer), and its
+    parts: the model load, the overviews built, and the answer itself. The engine's own total
+    includes the overview build, so that is taken out of the answer part."""
+    stats = stats_from_trace(trace)
+    answer = max(0.0, float(stats["seconds"]) - overviews)
+    stats["parts"] = {"load": round(load, 2), "overviews": round(overviews, 2),
+                      "answer": round(answer, 2)}
+    stats["seconds"] = round(max(waited, load + overviews + answer), 2)
+    return stats
+
+
+def waited_text(stats: dict) -> str:
+    """'5.2 s (model load 3.1 s, overviews 1.0 s, answer 0.9 s)'; just '1.0 s' when the answer
+    was all of the wait (and for turns saved before the parts were kept)."""
+    seconds = stats.get("seconds")
+    if not isinstance(seconds, (int, float)):
+        return "? s"
+    parts = stats.get("parts") or {}
+    extra = [(name, float(parts.get(name) or 0.0)) for name in ("load", "overviews")]
+    extra = [(name, value) for name, value in extra if value >= SHOWN_PART_S]
+    if not extra:
+        return f"{seconds:.1f} s"
+    shown = extra + [("answer", float(parts.get("answer") or 0.0))]
+    return f"{seconds:.1f} s ({', '.join(f'{PART_LABELS[n]} {v:.1f} s' for n, v in shown)})"
 
 
 class Conversations:
@@ -86,8 +120,8 @@ class Conversations:
         return cls.from_json(text)
 
 
-CSV_FIELDS = ("layer", "question", "answer", "status", "seconds", "tiles", "llm_tokens", "levels",
-              "heatmap")
+CSV_FIELDS = ("layer", "question", "answer", "status", "seconds", "load_seconds", "overview_seconds",
+              "answer_seconds", "tiles", "llm_tokens", "levels", "heatmap")
 
 
 def export_csv(rows: List[tuple]) -> str:
@@ -97,9 +131,11 @@ def export_csv(rows: List[tuple]) -> str:
     writer.writerow(CSV_FIELDS)
     for layer_name, turn in rows:
         stats = turn.stats or {}
+        parts = stats.get("parts") or {}
         answer = turn.text if turn.status == "answered" else ""
-        writer.writerow([layer_name, turn.question, answer, turn.status,
-                         stats.get("seconds", ""), stats.get("tiles", ""),
+        writer.writerow([layer_name, turn.question, answer, turn.status, stats.get("seconds", ""),
+                         parts.get("load", ""), parts.get("overviews", ""), parts.get("answer", ""),
+                         stats.get("tiles", ""),
                          stats.get("llm_tokens", ""),
                          " ".join(str(v) for v in stats.get("levels", []) or []), turn.heat_path])
     return out.getvalue()
@@ -118,7 +154,7 @@ def export_markdown(rows: List[tuple], title: str = "RS-VQA conversation") -> st
         stats = turn.stats or {}
         if stats:
             levels = ", ".join(str(v) for v in stats.get("levels", []) or [])
-            lines.append(f"<sub>{stats.get('seconds', '?')} s, {stats.get('tiles', '?')} tiles read, "
+            lines.append(f"<sub>{waited_text(stats)}, {stats.get('tiles', '?')} tiles read, "
                          f"{stats.get('llm_tokens', '?')} LLM tokens, levels {levels}</sub>")
         lines.append("")
     return "\n".join(lines)
