@@ -5,7 +5,7 @@
 #   ./build.sh demo            setup, then the main job on the bundled default model
 #   ./build.sh bench [NAME]    setup, then the benchmark scripts under bench/
 #   ./build.sh screenshot      setup, then the real QGIS desktop under Xvfb -> resources/screenshots/dock.png
-#   ./build.sh package         plugin zip for QGIS "Install from ZIP" -> dist/
+#   ./build.sh package [DIR]   plugin zip for QGIS "Install from ZIP" -> dist/ (or DIR)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -106,13 +106,14 @@ cmd_screenshot() {
 
 cmd_package() {
   cd "$ROOT"
-  local version out stage
+  local version out stage dist
   version="$(sed -n 's/^version=//p' metadata.txt)"
-  out="$ROOT/dist/rs_vqa_plugin-$version.zip"
+  dist="$(realpath -m "${1:-$ROOT/dist}")"   # an absolute folder: the zip is written from $stage
+  out="$dist/rs_vqa_plugin-$version.zip"
   stage="$(mktemp -d)"
   # Expanded now: the trap runs after this function's locals are gone (set -u).
   trap "rm -rf '$stage'" RETURN
-  mkdir -p "$stage/rs_vqa_plugin/resources" "$ROOT/dist"
+  mkdir -p "$stage/rs_vqa_plugin/resources" "$dist"
   # QGIS expects one folder in the zip holding the package, metadata.txt and the icon.
   (cd rs_vqa_plugin && find . -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
       -exec cp --parents {} "$stage/rs_vqa_plugin/" \;)

@@ -8,6 +8,8 @@ import os
 import platform
 import sys
 
+from ..setup_advice import runtime_setup_advice
+
 HELP = "check the Python stack and report versions, torch device and ONNX Runtime providers"
 
 
@@ -56,7 +58,7 @@ def collect(check_qgis: bool = True) -> dict:
     ort, packages["onnxruntime"] = _version("onnxruntime")
     for name in ("torch", "transformers", "onnxruntime"):
         if isinstance(packages[name], str) and packages[name].startswith(("ModuleNotFound", "Import")):
-            report["problems"].append(f"{name} is missing: run ./build.sh setup (or setup --gpu).")
+            report["problems"].append(f"{name} is missing: {runtime_setup_advice()}.")
     if torch is not None:
         report["torch_device"] = "cuda" if torch.cuda.is_available() else "cpu"
     if ort is not None:

@@ -199,7 +199,9 @@ def _onnx_model(path: Path):
         import onnx
     except ImportError as exc:  # the runtime itself would also be missing
         from .errors import RuntimeSetupError
-        raise RuntimeSetupError("The onnx package is not installed: run ./build.sh setup.") from exc
+        from ..setup_advice import runtime_setup_advice
+        raise RuntimeSetupError("The onnx package is not installed in this Python: "
+                                f"{runtime_setup_advice()}.") from exc
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends

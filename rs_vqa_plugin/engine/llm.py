@@ -11,6 +11,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..setup_advice import runtime_setup_advice
 from .errors import BundleError, InputError, RuntimeSetupError
 from .prompt import IMAGE_PLACEHOLDER, USER_TURN, prompt_ids
 
@@ -21,8 +22,8 @@ def _torch():
     try:
         import torch
     except ImportError as exc:
-        raise RuntimeSetupError("PyTorch is not installed in this Python: run ./build.sh setup "
-                                "(or point the plugin at the venv it creates).") from exc
+        raise RuntimeSetupError("PyTorch is not installed in this Python: "
+                                f"{runtime_setup_advice()}.") from exc
     return torch
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
+from ..setup_advice import runtime_setup_advice
 from .errors import RuntimeSetupError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -16,13 +17,13 @@ def resolve_providers(device: str = "auto") -> List[str]:
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise RuntimeSetupError("onnxruntime is not installed in this Python: run ./build.sh setup "
-                                "(or point the plugin at the venv it creates).") from exc
+        raise RuntimeSetupError("onnxruntime is not installed in this Python: "
+                                f"{runtime_setup_advice()}.") from exc
     available = ort.get_available_providers()
     if device == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise RuntimeSetupError("CUDA was requested but this onnxruntime has no CUDA provider: "
-                                    "run ./build.sh setup --gpu, or choose the CPU device.")
+                                    f"{runtime_setup_advice(gpu=True)}.")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "auto" and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -83,7 +83,9 @@ def wordnet(root: Optional[Path] = None):
     try:
         import nltk
     except ImportError as exc:
-        raise RuntimeSetupError("nltk is not installed in this Python: run ./build.sh setup.") from exc
+        from ..setup_advice import runtime_setup_advice
+        raise RuntimeSetupError(f"nltk is not installed in this Python: {runtime_setup_advice()}."
+                                ) from exc
     folder = Path(root) if root is not None else _find_root()
     missing = [name for name in _REQUIRED if not (folder / name).is_file()]
     if missing:

@@ -34,9 +34,9 @@ def default_engine_factory(model: str, device: str, events: Callable) -> Any:
 
         return Engine(model, device=device, events=events)
     except ImportError as exc:   # a runtime without the ML stack: say which Python and what to do
+        from ..setup_advice import runtime_setup_advice
         raise RuntimeSetupError(f"This runtime ({sys.executable}) cannot load the engine "
-                                f"({exc}): run ./build.sh setup, or point the plugin's settings "
-                                "at the Python it creates.") from exc
+                                f"({exc}): {runtime_setup_advice()}.") from exc
 
 
 def make_ask_options(options: Dict[str, Any]) -> Any:

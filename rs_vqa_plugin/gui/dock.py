@@ -11,8 +11,8 @@ from typing import List
 from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMenu,
-                                 QProgressBar, QPushButton, QTextBrowser, QToolButton,
+from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit,
+                                 QMenu, QProgressBar, QPushButton, QTextBrowser, QToolButton,
                                  QVBoxLayout, QWidget)
 
 from .history import Turn, waited_text
@@ -25,6 +25,7 @@ class ChatDock(QgsDockWidget):
     settingsRequested = pyqtSignal()
     exportRequested = pyqtSignal(str)     # "markdown" | "csv"
     clearRequested = pyqtSignal()
+    setupRuntimeRequested = pyqtSignal()
     turnAction = pyqtSignal(str, int)     # "toggle" | "zoom", turn index
 
     def __init__(self, parent=None):
@@ -65,6 +66,20 @@ class ChatDock(QgsDockWidget):
         model_row.addWidget(self.settings_button)
         form.addRow(self.tr("Model"), model_row)
         layout.addLayout(form)
+
+        # Shown while no usable runtime is known, with the one action that makes one.
+        self.runtime_box = QFrame(body)
+        self.runtime_box.setFrameShape(QFrame.StyledPanel)
+        runtime_row = QHBoxLayout(self.runtime_box)
+        self.runtime_label = QLabel(self.runtime_box)
+        self.runtime_label.setWordWrap(True)
+        self.runtime_label.setStyleSheet("color: #b00020;")
+        self.setup_runtime_button = QPushButton(self.tr("Set up runtime…"), self.runtime_box)
+        self.setup_runtime_button.clicked.connect(self.setupRuntimeRequested)
+        runtime_row.addWidget(self.runtime_label, 1)
+        runtime_row.addWidget(self.setup_runtime_button)
+        self.runtime_box.setVisible(False)
+        layout.addWidget(self.runtime_box)
 
         self.conversation = QTextBrowser(body)
         self.conversation.setOpenLinks(False)
@@ -134,6 +149,11 @@ class ChatDock(QgsDockWidget):
     def show_progress(self, stage_label: str, fraction: float) -> None:
         self.progress_bar.setValue(int(round(100 * fraction)))
         self.progress_bar.setFormat(f"{stage_label}: %p%")
+
+    def show_runtime_problem(self, text: str) -> None:
+        """Why no question can be answered yet, beside the "Set up runtime…" button; '' hides it."""
+        self.runtime_label.setText(text)
+        self.runtime_box.setVisible(bool(text))
 
     def show_status(self, text: str, error: bool = False) -> None:
         self.status_label.setStyleSheet("color: #b00020;" if error else "")

@@ -69,9 +69,11 @@ class DockController(QObject):
         self._connect(self.client.failed, self._on_failed)
         self._connect(self.client.cancelled, self._on_cancelled)
         self._connect(self.client.died, self._on_died)
+        self._connect(self.client.runtime_unusable, self.dock.show_runtime_problem)
         self._connect(self.dock.askRequested, self.ask)
         self._connect(self.dock.stopRequested, self.stop)
         self._connect(self.dock.settingsRequested, self.open_settings)
+        self._connect(self.dock.setupRuntimeRequested, lambda: self.open_settings(set_up=True))
         self._connect(self.dock.exportRequested, self._export_with_dialog)
         self._connect(self.dock.clearRequested, self.clear_conversation)
         self._connect(self.dock.turnAction, self._on_turn_action)
@@ -93,6 +95,7 @@ class DockController(QObject):
     def show(self, layer: Optional[QgsMapLayer] = None) -> None:
         self.dock.show()
         self.dock.raise_()
+        self.check_runtime()
         if layer is not None:
             if isinstance(layer, QgsRasterLayer):
                 self.dock.layer_combo.setLayer(layer)
@@ -148,7 +151,7 @@ class DockController(QObject):
         problem = (self.layer_problem(layer) or check_bundle(self.settings.model_dir))
         scope = None
         if problem is None:
-            self.client.python = self.settings.python
+            self.check_runtime()
             problem = self.client.runtime_problem()
         if problem is None:
             try:
@@ -403,13 +406,23 @@ class DockController(QObject):
             problem = check_bundle(path)
             self.dock.show_status(problem or "", error=bool(problem))
 
+    def check_runtime(self) -> None:
+        """Say at once, not on the first question, when no runtime Python is usable (a plugin
+        installed from its zip has none until "Set up runtime" makes one)."""
+        self.client.python = self.settings.python
+        self.dock.show_runtime_problem(self.client.runtime_problem() or "")
+
     def show_settings(self) -> None:
         self.open_settings()
 
-    def open_settings(self) -> None:
+    def open_settings(self, set_up: bool = False) -> None:
+        """The settings dialog; with set_up, its "Set up runtime" starts at once (the dock's
+        button), its progress and log in the dialog."""
         from .settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.settings, self.dock)
+        if set_up:
+            dialog.setup_runtime()
         if dialog.exec_():
             self.apply_settings(dialog.result_settings())
 
@@ -422,6 +435,7 @@ class DockController(QObject):
             self.client.shutdown()   # the next question starts the new runtime
             self.model_info = {}
         self.fill_models()
+        self.check_runtime()
 
 
 def stage_label(stage: str) -> str:

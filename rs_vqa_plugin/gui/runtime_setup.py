@@ -12,6 +12,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QObject, QProcess, QProcessEnviro
 
 from ..paths import PACKAGE_DIR, repo_root
 from ..settings import setup_venv_dir
+from ..setup_advice import is_source_checkout
 
 
 def redact_home(text: str) -> str:
@@ -22,9 +23,8 @@ def redact_home(text: str) -> str:
 def setup_command(target_python: str = "") -> List[List[str]]:
     """The steps of "Set up runtime": build.sh setup in a source checkout; elsewhere (plugin zip) a
     venv with the system site packages (to see QGIS and GDAL) and the pinned requirements."""
-    build = repo_root() / "build.sh"
-    if build.is_file():
-        return [["bash", str(build), "setup"]]
+    if is_source_checkout():
+        return [["bash", str(repo_root() / "build.sh"), "setup"]]
     python = str(setup_venv_dir() / "bin" / "python")
     requirements = [str(PACKAGE_DIR / name) for name in ("requirements.txt", "requirements-cpu.txt")
                     if (PACKAGE_DIR / name).is_file()]
@@ -37,8 +37,7 @@ def setup_command(target_python: str = "") -> List[List[str]]:
 
 def set_up_python() -> str:
     """The runtime Python that setup_command() produces."""
-    build = repo_root() / "build.sh"
-    if build.is_file():
+    if is_source_checkout():
         return str(repo_root() / ".venv" / "bin" / "python")
     return str(setup_venv_dir() / "bin" / "python")
 

@@ -165,8 +165,8 @@ class SettingsDialog(QDialog):
         self._job_ended()
         if ok:
             self.python_edit.setText(set_up_python())
-        self.log.appendPlainText(self.tr("Set-up finished.") if ok else
-                                 self.tr("Set-up failed: see the log above."))
+        self.log.appendPlainText(self.tr("Set-up finished: press OK to use this runtime.") if ok
+                                 else self.tr("Set-up failed: see the log above."))
 
     def diagnostics_text(self) -> str:
         settings = self.result_settings()

@@ -30,6 +30,7 @@ class WorkerClient(QObject):
     failed = pyqtSignal(str, str)                 # request id, plain-language message
     cancelled = pyqtSignal(str)                   # request id
     died = pyqtSignal(str)                        # message; every pending request also failed
+    runtime_unusable = pyqtSignal(str)            # the runtime Python lacks what the engine needs
 
     def __init__(self, python: str = "", parent: Optional[QObject] = None,
                  heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
@@ -55,12 +56,16 @@ class WorkerClient(QObject):
         return self.process is not None and self.process.state() != QProcess.NotRunning
 
     def runtime_problem(self) -> Optional[str]:
+        # Worded for every install (a plugin zip too): the buttons the dock and settings show.
         if not self.python:
-            return self.tr("No runtime Python is set. Open the RS-VQA settings and use \"Set up "
-                           "runtime\", or choose a Python that has the rs-vqa stack installed.")
+            return self.tr("No runtime Python is set up, so RS-VQA cannot answer yet. Click \"Set "
+                           "up runtime\" (it installs PyTorch, transformers and ONNX Runtime for "
+                           "RS-VQA, once, in a few minutes), or choose a Python that has them as "
+                           "Runtime Python in the RS-VQA settings (⚙).")
         if not Path(self.python).is_file():
-            return self.tr("The runtime Python {path} does not exist. Open the RS-VQA settings and "
-                           "choose another one, or use \"Set up runtime\".").format(path=self.python)
+            return self.tr("The runtime Python {path} does not exist (moved or deleted?). Click "
+                           "\"Set up runtime\", or choose another Runtime Python in the RS-VQA "
+                           "settings (⚙).").format(path=self.python)
         return None
 
     def start(self) -> Optional[str]:
@@ -199,6 +204,8 @@ class WorkerClient(QObject):
         elif kind == "error":
             self.pending.pop(request_id, None)
             self.failed.emit(request_id, str(event.get("message", "")))
+            if event.get("kind") == "RuntimeSetupError":
+                self.runtime_unusable.emit(str(event.get("message", "")))
         elif kind == "cancelled":
             self.pending.pop(request_id, None)
             self.cancelled.emit(request_id)

@@ -117,8 +117,8 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             "loads it once. Cancel stops between questions and inside long stages; the questions "
             "answered so far are kept.\n\n"
             "Runs the model in this Python when it has torch, transformers and onnxruntime, "
-            "otherwise in the runtime's worker process (the runtime Python of RS-VQA's settings, "
-            "made by ./build.sh setup, or RS_VQA_RUNTIME_PYTHON)."
+            "otherwise in the runtime's worker process (the Runtime Python of RS-VQA's settings, "
+            "which its \"Set up runtime\" button makes, or RS_VQA_RUNTIME_PYTHON)."
         )
 
     def createInstance(self):  # noqa: N802 (QGIS API name)

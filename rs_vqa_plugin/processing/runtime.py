@@ -9,6 +9,8 @@ from typing import List, Optional
 
 from qgis.core import QgsProcessingException
 
+from ..setup_advice import is_source_checkout, runtime_setup_advice
+
 # What the engine imports to run a question (the vision/RFM parts through ONNX Runtime, the LLM
 # through PyTorch + transformers).
 ML_PACKAGES = ("onnxruntime", "torch", "transformers")
@@ -28,7 +30,7 @@ def missing_ml_packages() -> List[str]:
 def worker_python() -> str:
     """A runtime Python that can run the models in a worker process, or '' when there is none:
     RS_VQA_RUNTIME_PYTHON when set (empty: none), else the plugin settings' runtime Python
-    (by default the .venv that ./build.sh setup makes beside the sources)."""
+    (by default the runtime a set-up made, see settings.default_runtime_python)."""
     candidate = os.environ.get("RS_VQA_RUNTIME_PYTHON")
     if candidate is None:
         from ..settings import load_settings
@@ -44,17 +46,18 @@ def runs_in_worker() -> bool:
 
 
 def runtime_help(missing: List[str]) -> str:
-    return (
+    advice = (
         f"RS-VQA's Processing algorithms run the model inside this Python ({sys.executable}), which "
         f"cannot import {', '.join(missing)}, and no runtime Python was found for a worker process. "
-        "Set up the runtime once with `./build.sh setup` in the rs-vqa source folder, then either "
-        "point RS-VQA's settings (Runtime Python) or the RS_VQA_RUNTIME_PYTHON variable at the "
-        "Python it creates, or run the algorithm with that runtime's packages on the path, e.g.\n"
+        f"Set up a runtime once: {runtime_setup_advice()}. Processing then uses the Runtime Python "
+        "of RS-VQA's settings; or set RS_VQA_RUNTIME_PYTHON to a Python that has the rs-vqa stack.")
+    if not is_source_checkout():
+        return advice
+    return advice + (
+        " Or run the algorithm with that runtime's packages on the path, e.g.\n"
         "  PYTHONPATH=<rs-vqa>/.venv/lib/python3.X/site-packages QT_QPA_PLATFORM=offscreen "
         "qgis_process.bin run rs_vqa:ask -- INPUT=image.tif QUESTIONS='How many ships?' OUTPUT=answers.csv\n"
-        "(or start QGIS itself with that PYTHONPATH). The chat dock does not need this: it runs the "
-        "model in a separate worker process."
-    )
+        "(or start QGIS itself with that PYTHONPATH).")
 
 
 def ml_runtime_problem() -> Optional[str]:

@@ -20,6 +20,7 @@ from collections import deque
 from typing import Optional
 
 from ..engine import errors
+from ..setup_advice import runtime_setup_advice
 from ..worker_launch import WORKER_ARGS, worker_cwd, worker_environment
 
 START_SECONDS = 120.0       # a cold start imports torch and transformers
@@ -44,9 +45,9 @@ class WorkerEngine:
                 text=True, encoding="utf-8", bufsize=1)
         except OSError as exc:
             raise errors.RuntimeSetupError(
-                f"The runtime Python {self.python} could not be started ({exc}): run "
-                "./build.sh setup and point RS-VQA's settings (or RS_VQA_RUNTIME_PYTHON) at the "
-                "Python it creates.") from exc
+                f"The runtime Python {self.python} could not be started ({exc}): "
+                f"{runtime_setup_advice()}; or set RS_VQA_RUNTIME_PYTHON to a Python that has "
+                "the rs-vqa stack.") from exc
         threading.Thread(target=self._read_stdout, daemon=True, name="rs-vqa-worker-out").start()
         threading.Thread(target=self._read_stderr, daemon=True, name="rs-vqa-worker-err").start()
         try:
