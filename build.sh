@@ -105,10 +105,11 @@ cmd_screenshot() {
 }
 
 cmd_package() {
-  cd "$ROOT"
   local version out stage dist
+  # Absolute, relative to where it was called from: the zip is written from inside $stage.
+  dist="$(realpath -m "${1:-$ROOT/dist}")"
+  cd "$ROOT"
   version="$(sed -n 's/^version=//p' metadata.txt)"
-  dist="$(realpath -m "${1:-$ROOT/dist}")"   # an absolute folder: the zip is written from $stage
   out="$dist/rs_vqa_plugin-$version.zip"
   stage="$(mktemp -d)"
   # Expanded now: the trap runs after this function's locals are gone (set -u).
