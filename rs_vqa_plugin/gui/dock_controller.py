@@ -13,13 +13,13 @@ from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsMapLayer, QgsP
 from qgis.PyQt.QtCore import QObject, Qt, QTimer
 from qgis.PyQt.QtWidgets import QFileDialog
 
+from ..settings import load_settings, save_settings
 from .ask_task import AskTask
 from .dock import ChatDock
 from .heat_layer import add_heat_layer, heat_layers
 from .history import Conversations, Turn, export_csv, export_markdown, waited_stats
 from .models import check_bundle, find_bundles
 from .scope import ScopeError, resolve_scope
-from ..settings import load_settings, save_settings
 from .worker_client import WorkerClient
 
 STOP_GRACE_MS = 3000   # a worker that has not stopped by then is ended (Stop must be prompt)

@@ -12,10 +12,10 @@ from qgis.PyQt.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButton
                                  QVBoxLayout)
 
 from .. import __version__
+from ..settings import DEVICES, PluginSettings, default_runtime_python
 from .models import check_bundle
 from .runtime_setup import (RuntimeJob, doctor_job, parse_doctor, redact_home, set_up_python,
                             setup_command, summarise_doctor)
-from ..settings import DEVICES, PluginSettings, default_runtime_python
 
 
 class SettingsDialog(QDialog):
