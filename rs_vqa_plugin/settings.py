@@ -34,6 +34,7 @@ class PluginSettings:
     device: str = "auto"
     alpha: Optional[float] = None      # None: the bundle's manifest value
     n_max: Optional[int] = None
+    selection: str = ""                # "": the bundle's; else 'paper' or 'mass[:k=v,...]'
     max_new_tokens: int = 32
 
     def ask_options(self) -> dict:
@@ -42,6 +43,8 @@ class PluginSettings:
             options["alpha"] = float(self.alpha)
         if self.n_max:
             options["n_max"] = int(self.n_max)
+        if self.selection:
+            options["selection"] = str(self.selection)
         return options
 
 
@@ -63,6 +66,7 @@ def load_settings(store: Optional[QgsSettings] = None) -> PluginSettings:
         model_folders=[str(f) for f in folders if f],
         device=str(store.value(PREFIX + "device", "auto") or "auto"),
         alpha=alpha or None, n_max=n_max or None,
+        selection=str(store.value(PREFIX + "selection", "") or ""),
         max_new_tokens=int(store.value(PREFIX + "max_new_tokens", 32) or 32))
 
 

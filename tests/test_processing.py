@@ -410,3 +410,20 @@ def test_ask_rejects_a_point_layer_as_scope(rs_vqa_provider, tiny_bundle, scene,
                                       "SCOPE": str(vector_file), "MODEL": str(tiny_bundle),
                                       "OUTPUT": str(tmp_path / "a.csv")})
     assert "Point" in message and "polygons or an extent" in message
+
+
+def test_ask_selection_is_an_advanced_parameter(rs_vqa_provider, tiny_bundle, scene, tmp_path):
+    from qgis.core import QgsApplication
+
+    algorithm = QgsApplication.processingRegistry().algorithmById("rs_vqa:ask")
+    parameter = algorithm.parameterDefinition("SELECTION")
+    assert parameter.flags() & parameter.FlagAdvanced and parameter.flags() & parameter.FlagOptional
+    message = rejected("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": QUESTIONS[0],
+                                      "MODEL": str(tiny_bundle), "SELECTION": "zoom-everywhere",
+                                      "OUTPUT": str(tmp_path / "bad.csv")})
+    assert "unknown selection 'zoom-everywhere'" in message and "paper, mass" in message
+    result = run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": QUESTIONS[0],
+                                "MODEL": str(tiny_bundle), "MODE": "dip", "MAX_TOKENS": 1,
+                                "SELECTION": "mass:tile_budget=4",
+                                "OUTPUT": str(tmp_path / "mass.csv")})
+    assert result["ANSWERED"] == 1

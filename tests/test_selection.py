@@ -89,3 +89,15 @@ def test_oracle_scorer_run(tiny_bundle, tmp_path, selection, reaches_finest):
             lv = plan.level(int(level))
             col, row = int(1520 * lv.scale_x // 112), int(619 * lv.scale_y // 112)
             assert [row, col] in tiles, level
+
+
+def test_settings_carry_the_selection_to_the_worker_options():
+    from rs_vqa_plugin.engine.worker import make_ask_options
+    from rs_vqa_plugin.gui.models import selection_problem
+    from rs_vqa_plugin.settings import PluginSettings
+
+    options = PluginSettings(selection="mass:mass_share=0.5").ask_options()
+    assert make_ask_options(options).selection == "mass:mass_share=0.5"
+    assert "selection" not in PluginSettings().ask_options()
+    assert selection_problem("") is None and selection_problem("paper") is None
+    assert "unknown selection" in selection_problem("everything")

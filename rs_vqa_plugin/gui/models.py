@@ -23,6 +23,20 @@ class BundleInfo:
         return self.name if self.problem is None else f"{self.name} (unusable)"
 
 
+def selection_problem(text: str) -> Optional[str]:
+    """A plain-language problem with a selection setting ('' = the model's), or None."""
+    from ..engine.errors import InputError
+    from ..engine.selection import Selection
+
+    if not str(text or "").strip():
+        return None
+    try:
+        Selection.parse(text, "Selection")
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
 def check_bundle(path) -> Optional[str]:
     """A plain-language problem with the bundle folder, or None. Reads only manifest.json and
     checks that the parts exist; weights are validated by the worker when it loads them."""

@@ -13,7 +13,7 @@ from qgis.PyQt.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButton
 
 from .. import __version__
 from ..settings import DEVICES, PluginSettings, default_runtime_python
-from .models import check_bundle
+from .models import check_bundle, selection_problem
 from .runtime_setup import (RuntimeJob, doctor_job, parse_doctor, redact_home, set_up_python,
                             setup_command, summarise_doctor)
 
@@ -64,6 +64,12 @@ class SettingsDialog(QDialog):
         self.nmax_spin.setSpecialValueText(self.tr("model default"))
         self.nmax_spin.setValue(settings.n_max or 0)
         form.addRow(self.tr("N_max (vision token budget)"), self.nmax_spin)
+        self.selection_edit = QLineEdit(settings.selection)
+        self.selection_edit.setPlaceholderText(self.tr("model default (paper, or mass[:mass_share=0.6,...])"))
+        self.selection_edit.setToolTip(self.tr(
+            "How dip zooms: 'paper' (the paper's Algorithm 1) or 'mass' (narrows to the tiles "
+            "holding most of the attention and can reach full resolution). Empty: the model's."))
+        form.addRow(self.tr("Selection (advanced)"), self.selection_edit)
         self.tokens_spin = QSpinBox()
         self.tokens_spin.setRange(1, 4096)
         self.tokens_spin.setValue(settings.max_new_tokens)
@@ -96,11 +102,13 @@ class SettingsDialog(QDialog):
                                       if f.strip()],
                        device=self.device_combo.currentData(),
                        alpha=self.alpha_spin.value() or None, n_max=self.nmax_spin.value() or None,
+                       selection=self.selection_edit.text().strip(),
                        max_new_tokens=self.tokens_spin.value())
 
     def accept(self) -> None:
         # Stay open on a folder that is not a bundle: closing would hide the warning unread.
         problem = check_bundle(self.model_edit.text().strip()) if self.model_edit.text() else None
+        problem = problem or selection_problem(self.selection_edit.text())
         if problem:
             self.warning_label.setText(self.tr("{problem} Choose another model folder, or Cancel."
                                                ).format(problem=problem))

@@ -15,7 +15,7 @@ from ..paths import resources_dir
 from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, alpha_parameter,
                      device_parameter, max_tokens_parameter, mode_parameter,
                      model_folder, model_parameter, n_max_parameter, non_raster_message,
-                     optional_number, raster_path)
+                     optional_number, raster_path, selection_parameter, selection_value)
 from .feedback_bridge import FeedbackBridge
 from .runtime import model_and_runtime_problem, require_ml_runtime
 from .scope import scope_from_parameters
@@ -137,6 +137,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(mode_parameter())
         self.addParameter(alpha_parameter())
         self.addParameter(n_max_parameter())
+        self.addParameter(selection_parameter())
         self.addParameter(max_tokens_parameter())
         self.addParameter(device_parameter())
         self.addParameter(QgsProcessingParameterFeatureSink(
@@ -184,6 +185,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             mode=self.parameterAsEnumString(parameters, "MODE", context),
             alpha=optional_number(self, parameters, "ALPHA", context),
             n_max=optional_number(self, parameters, "N_MAX", context, integer=True),
+            selection=selection_value(self, parameters, context),
             scope=scope,
             max_new_tokens=self.parameterAsInt(parameters, "MAX_TOKENS", context),
         )

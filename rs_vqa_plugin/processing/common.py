@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 from qgis.core import (QgsProcessingException, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsProcessingUtils,
+                       QgsProcessingParameterFile, QgsProcessingParameterNumber,
+                       QgsProcessingParameterString, QgsProcessingUtils,
                        QgsRasterLayer, QgsVectorLayer)
 
 from ..paths import default_model_dir
@@ -62,6 +63,29 @@ def n_max_parameter():
     return advanced(QgsProcessingParameterNumber(
         "N_MAX", "Largest number of vision tokens given to the LLM (N_max; empty: the model's default)",
         type=QgsProcessingParameterNumber.Integer, minValue=1, optional=True))
+
+
+def selection_parameter():
+    return advanced(QgsProcessingParameterString(
+        "SELECTION", "How dip zooms: paper, or mass[:mass_share=0.6,tile_budget=12,max_jump=2] "
+        "(empty: the model's default)", optional=True))
+
+
+def selection_value(algorithm, parameters, context) -> Optional[str]:
+    """The SELECTION parameter checked up front (a clear message, not a failure mid-batch)."""
+    from qgis.core import QgsProcessingException
+
+    from ..engine.errors import InputError
+    from ..engine.selection import Selection
+
+    text = (algorithm.parameterAsString(parameters, "SELECTION", context) or "").strip()
+    if not text:
+        return None
+    try:
+        Selection.parse(text, "SELECTION")
+    except InputError as exc:
+        raise QgsProcessingException(str(exc)) from None
+    return text
 
 
 def max_tokens_parameter():

@@ -13,7 +13,8 @@ from qgis.PyQt.QtCore import QVariant
 
 from .common import (MODE_HELP, advanced, alpha_parameter,
                      device_parameter, max_tokens_parameter, mode_parameter, model_folder,
-                     model_parameter, n_max_parameter, optional_number)
+                     model_parameter, n_max_parameter, optional_number, selection_parameter,
+                     selection_value)
 from .feedback_bridge import FeedbackBridge
 from .runtime import model_and_runtime_problem, require_ml_runtime
 
@@ -97,6 +98,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(mode_parameter())
         self.addParameter(alpha_parameter())
         self.addParameter(n_max_parameter())
+        self.addParameter(selection_parameter())
         self.addParameter(max_tokens_parameter())
         self.addParameter(device_parameter())
         self.addParameter(advanced(QgsProcessingParameterNumber(
@@ -142,6 +144,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         device = self.parameterAsEnumString(parameters, "DEVICE", context)
         alpha = optional_number(self, parameters, "ALPHA", context)
         n_max = optional_number(self, parameters, "N_MAX", context, integer=True)
+        selection = selection_value(self, parameters, context)
         max_tokens = self.parameterAsInt(parameters, "MAX_TOKENS", context)
         sink, sink_id = self.parameterAsSink(parameters, "OUTPUT", context, score_fields(),
                                              QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
@@ -157,7 +160,8 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(f"{len(records)} questions, {already} already answered in "
                           f"{answers_path.name}, {todo} to ask.")
         if todo:
-            options = dict(mode=mode, alpha=alpha, n_max=n_max, max_new_tokens=max_tokens)
+            options = dict(mode=mode, alpha=alpha, n_max=n_max, max_new_tokens=max_tokens,
+                           selection=selection)
             self._answer_all(records, todo, images, answers_path, model_dir, device, options, feedback)
         return self._score(records, read_answers(answers_path), sink, sink_id, answers_path, feedback)
 
