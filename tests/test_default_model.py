@@ -122,6 +122,8 @@ def test_train_default_runs_a_few_steps_end_to_end(tmp_path):
     assert any(r.get("stage", "").startswith("search") for r in steps)
     bundle = load_bundle(out / "bundle")
     assert bundle.manifest.rfm["made"] == "distilled"
+    # the recipe keeps the shipped model's MSE form (the distill command's default changed)
+    assert bundle.manifest.rfm["loss"]["mse_form"] == "probs"
     assert json.loads((out / "recipe.json").read_text())["seed"] == 1
     # --resume finds every stage done and only re-exports
     again = subprocess.run([sys.executable, "-m", "rs_vqa_plugin", "train-default", str(out),

@@ -96,6 +96,7 @@ def test_teacher_rows_match_a_copied_rfm_at_the_first_pair(inputs, trained):
 
 def test_heldout_loss_drops_and_manifest_records_it(inputs, trained):
     from rs_vqa_plugin.engine.bundle import load_bundle
+    from rs_vqa_plugin.modeling.distill_loss import MSE_FORMS, DistillLossSettings
 
     bundle, _, _ = inputs
     report, out, events = trained
@@ -108,6 +109,8 @@ def test_heldout_loss_drops_and_manifest_records_it(inputs, trained):
     assert m.rfm["made"] == "distilled" and m.rfm["layers"] == [1, 3]
     loss = m.rfm["loss"]
     assert loss["steps"] == 60 and loss["lambda_hr"] == 2.0 and loss["lambda_mse"] == 1.0
+    assert loss["mse_form"] == "centred_log" and loss["mse_on"] == MSE_FORMS["centred_log"]
+    assert DistillLossSettings.from_dict(loss) == DistillLossSettings()
     assert loss["distilled_layers"] == [1, 3]
     assert loss["heldout_loss_before"] == pytest.approx(report.heldout_before)
     assert loss["heldout_loss_after"] == pytest.approx(report.heldout_after)
@@ -163,6 +166,7 @@ def test_resume_continues_exactly_from_the_checkpoint(inputs, trained, tmp_path)
 
     from rs_vqa_plugin.engine.errors import Cancelled, InputError
     from rs_vqa_plugin.modeling.distill import distill
+    from rs_vqa_plugin.modeling.distill_loss import DistillLossSettings
 
     _, data, images = inputs
     opts = dict(steps=8, save_every=100, images_dir=str(images))
@@ -175,6 +179,9 @@ def test_resume_continues_exactly_from_the_checkpoint(inputs, trained, tmp_path)
     assert state["step"] == 3 and len(state["losses"]) == 3
     with pytest.raises(InputError, match="--resume"):
         distill(interrupted, data, None, _options(**opts))
+    with pytest.raises(InputError, match="same loss settings"):
+        distill(interrupted, data, None, _options(resume=True, **opts,
+                                                  loss=DistillLossSettings(mse_form="probs")))
     token, sink = _cancel_at(6)
     with pytest.raises(Cancelled):
         distill(interrupted, data, None, _options(resume=True, **opts), events=sink, cancel=token)
@@ -203,3 +210,37 @@ def test_cli_reports_bad_input_clearly(inputs, tmp_path, capsys):
     assert main(["distill", str(bundle), str(data), "--images", str(images), "--out",
                  str(tmp_path / "new"), "--resume"]) == 2
     assert "Nothing to resume" in capsys.readouterr().err
+
+
+def test_cli_mse_form_reaches_the_manifest(inputs, trained, tmp_path, capsys):
+    """--mse-form probs (the first implementation's form) is trained with and recorded."""
+    from rs_vqa_plugin.commands import main
+    from rs_vqa_plugin.engine.bundle import load_bundle
+
+    _, data, images = inputs
+    bundle = _bundle_with_samples(inputs, trained, tmp_path / "old-form")
+    assert main(["distill", str(bundle), str(data), "--images", str(images), "--steps", "2",
+                 "--lr", "1e-3", "--device", "cpu", "--mse-form", "probs"]) == 0
+    loss = load_bundle(bundle).manifest.rfm["loss"]
+    assert loss["mse_form"] == "probs" and loss["mse_on"] == "renormalised HR attention probabilities"
+    with pytest.raises(SystemExit):
+        main(["distill", str(bundle), str(data), "--mse-form", "logits"])
+    assert "invalid choice: 'logits'" in capsys.readouterr().err
+
+
+def test_level_window_for_deeper_sequences():
+    """SampleBuilder.sequence(question, level, window): the centred window of a deeper level (what
+    bench/bench_distill_loss.py measures at ~1,300 and ~5,000 HR tokens); 0 = all tiles."""
+    from rs_vqa_plugin.engine.errors import InputError
+    from rs_vqa_plugin.engine.pyramid import plan_pyramid
+    from rs_vqa_plugin.modeling.distill_data import _window
+
+    plan = plan_pyramid(3072, 2048, tile_size=64, token_grid=4)
+    assert _window(plan.level(1), 0) == plan.level(1).tiles()
+    level = plan.level(3)
+    tiles = _window(level, 4)
+    assert len(tiles) == 16 and len(set(tiles)) == 16
+    rows, cols = sorted({r for r, _ in tiles}), sorted({c for _, c in tiles})
+    assert rows[0] == (level.rows - 4) // 2 and cols[0] == (level.cols - 4) // 2
+    with pytest.raises(InputError, match=f"level 3 has {level.rows} x {level.cols} tiles"):
+        _window(level, level.rows + 1)

@@ -8,6 +8,7 @@ HELP = ("distil the RFM of a bundle against its LLM's attention on LRS-VQA style
 
 def add_arguments(parser):
     from ..modeling.distill import DistillOptions
+    from ..modeling.distill_loss import MSE_FORMS
 
     d = DistillOptions()
     parser.add_argument("bundle", help="model bundle whose RFM is trained")
@@ -28,6 +29,11 @@ def add_arguments(parser):
     parser.add_argument("--lambda-hr", type=float, default=d.loss.lambda_hr)
     parser.add_argument("--lambda-mse", type=float, default=d.loss.lambda_mse)
     parser.add_argument("--lambda-kl", type=float, default=d.loss.lambda_kl)
+    parser.add_argument("--mse-form", choices=tuple(MSE_FORMS), default=d.loss.mse_form,
+                        help="what the MSE term compares over the HR slice: centred_log (centred "
+                             "log-attention, the default), scaled_probs (N x probabilities) or "
+                             "probs (probabilities; about 1/N^2 of the others, as first "
+                             "implemented)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
     parser.add_argument("--resume", action="store_true",
@@ -48,7 +54,7 @@ def run(args) -> int:
         steps=args.steps, lr=args.lr, save_every=args.save_every,
         heldout_fraction=args.heldout, seed=args.seed, pairs=args.pairs,
         loss=DistillLossSettings(lambda_kl=args.lambda_kl, lambda_hr=args.lambda_hr,
-                                 lambda_mse=args.lambda_mse),
+                                 lambda_mse=args.lambda_mse, mse_form=args.mse_form),
         images_dir=args.images, device=args.device, resume=args.resume)
     report = distill(args.bundle, args.data, out_dir=args.out, options=options,
                      events=_print_progress)

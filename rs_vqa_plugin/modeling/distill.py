@@ -202,6 +202,11 @@ class _Session:
                 if self.state.get(key) != value:
                     raise InputError(f"The run in {self.dir} was started with other {key} than "
                                      "given now: resume with the same data and settings.")
+            started = DistillLossSettings.from_dict(self.state.get("loss", opts.loss.to_dict()))
+            if started != opts.loss:
+                raise InputError(f"The run in {self.dir} was started with the loss {started} "
+                                 f"but is resumed with {opts.loss}: resume with the same loss "
+                                 "settings (--mse-form, --lambda-*).")
         else:
             self.state = {"questions": ids, "pairs": opts.pairs, "seed": opts.seed, "step": 0,
                           "losses": [], "data": self.data_name, "source_bundle": src.name}
@@ -296,7 +301,8 @@ class _Session:
                 self.run.progress("distill", state["step"] / opts.steps,
                                   f"step {state['step']}/{opts.steps}: loss {loss.item():.4g} "
                                   f"(kl {parts['kl'].item():.4g}, kl_hr "
-                                  f"{parts['kl_hr'].item():.4g})")
+                                  f"{parts['kl_hr'].item():.4g}, mse_hr "
+                                  f"{parts['mse_hr'].item():.4g})")
         except Cancelled:
             checkpoint()   # what was learnt so far is kept; --resume continues from here
             raise

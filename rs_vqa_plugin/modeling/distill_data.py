@@ -98,8 +98,10 @@ class SampleBuilder:
         self.cancel = cancel
         llm.model.set_attn_implementation("eager")
 
-    def sequence(self, question: Question):
-        """The engine's first-pass sequence: thumbnail + all level-1 tiles + the question."""
+    def sequence(self, question: Question, level: int = 1, window: int = 0):
+        """The engine's first-pass sequence: thumbnail + all level-1 tiles + the question.
+        level > 1 with window = n: the centred n x n tiles of that level instead (a dip-like
+        deeper sequence, used to measure the loss at realistic HR token counts)."""
         from ..engine.pyramid import level_valid_token_shape, plan_pyramid
         from ..engine.raster import RasterSource
         from ..engine.reader import PyramidReader
@@ -114,10 +116,10 @@ class SampleBuilder:
             reader = PyramidReader(source, plan)
             thumb_pixels, thumb_valid = reader.read_thumbnail()
             thumb = self.vision.encode_thumbnail(thumb_pixels, thumb_valid).reshape(-1, m.hidden_size)
-            tiles = plan.level(1).tiles()
-            pixels, valid = reader.read_tiles(1, tiles, cancel=self.cancel)
+            tiles = _window(plan.level(level), window)
+            pixels, valid = reader.read_tiles(level, tiles, cancel=self.cancel)
         features = self.vision.encode_tiles(pixels, valid)
-        tokens = level_tokens(plan, 1, tiles, features, level_valid_token_shape(plan, 1))
+        tokens = level_tokens(plan, level, tiles, features, level_valid_token_shape(plan, level))
         return assemble(self.llm.embed_ids(prefix_ids), thumb, self.bundle.separator,
                         self.bundle.newline, tokens, self.llm.embed_ids(suffix_ids))
 
@@ -159,6 +161,17 @@ class SampleBuilder:
         teacher = self.teacher_rows(seq.embeds, seq.query_index)
         return Sample(question.question_id, seq.embeds.astype(np.float32), seq.hr_mask,
                       int(seq.query_index), teacher)
+
+
+def _window(level, size: int):
+    """All tiles of the level (size 0), else its centred size x size tiles."""
+    if size <= 0:
+        return level.tiles()
+    if size > min(level.rows, level.cols):
+        raise InputError(f"pyramid level {level.index} has {level.rows} x {level.cols} tiles: "
+                         f"no {size} x {size} window; choose a deeper level or a smaller window.")
+    r0, c0 = (level.rows - size) // 2, (level.cols - size) // 2
+    return [(r, c) for r in range(r0, r0 + size) for c in range(c0, c0 + size)]
 
 
 def sample_name(question: Question, layers: Sequence[int]) -> str:

@@ -40,7 +40,7 @@ def export_bundle(model, tokenizer, recipe, out_dir, provenance: dict,
         convert_hf_llava(src, out_dir, rfm_layers=list(recipe.rfm_layers),
                          provenance=provenance, licence=LICENCE, events=events,
                          overwrite=overwrite)
-    loss = DistillLossSettings().to_dict()
+    loss = DistillLossSettings(mse_form=recipe.distill_mse_form).to_dict()
     loss.update({"trained": "jointly with the LLM (LM loss on answer tokens)",
                  "lambda_distill": recipe.lambda_distill,
                  "box_grounding": {"lambda_teacher": recipe.lambda_ground,

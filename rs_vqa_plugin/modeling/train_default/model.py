@@ -68,7 +68,7 @@ class DefaultModel(nn.Module):
         self.rfm.train()
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.settings = DistillLossSettings()
+        self.settings = DistillLossSettings(mse_form=recipe.distill_mse_form)
 
     def encode(self, images: torch.Tensor):
         """uint8 [N, B, B, 3] -> (tokens [N, G*G, D], pooled [N, g*g, D]) as vision.onnx."""

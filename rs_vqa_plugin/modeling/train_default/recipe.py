@@ -72,6 +72,9 @@ class Recipe:
     lambda_distill: float = 1.0
     lambda_ground: float = 0.5      # teacher (LLM) query attention onto the asked object's tokens
     lambda_rfm_box: float = 0.5     # the RFM score mass on the asked object's tokens
+    # The distillation loss's MSE form (distill_loss.MSE_FORMS): the shipped model was trained
+    # with 'probs' (recipes saved before this field read as it), so that stays this recipe's.
+    distill_mse_form: str = "probs"
     # Grounding target: 'soft' = cross-entropy to exp(-gap / sigma) over the HR tokens (gap to the
     # box in token cells), so the top-alpha set is a compact blob around the object; 'hard' =
     # -log of the mass on the box's tokens. soft_from_step: hard before it (the shipped run
