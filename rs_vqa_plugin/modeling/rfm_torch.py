@@ -7,6 +7,9 @@ Layout (METHOD §3): for a layer list [l1, ..., lR] the module holds R+1 layers 
 layers [l1-1, l1, ..., lR]. Layers 0..R-1 run fully (causal, positions 0..L-1); the last layer
 only contributes its input norm and q/k projections: the query row of its attention logits is the
 score. The copied final norm is kept (the released checkpoints carry one) but does not enter scoring.
+The full layers' causal attention is eager math in torch (differentiable, for distillation) and one
+GroupQueryAttention node per layer in rfm.onnx, so the graph's memory is linear in L
+(rfm_attention.py).
 
 Public API (stable; distillation and the released-checkpoint converter rely on it):
 - RFMConfig                                   dataclass, JSON-serialisable (to_dict / from_dict)
