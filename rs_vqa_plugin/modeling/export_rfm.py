@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .onnx_io import external_data_needed, strip_source_metadata
+from .rfm_attention import GRAPH_ATTENTION
 
 INPUT_NAMES = ["inputs_embeds", "hr_mask", "query_index"]
 OUTPUT_NAMES = ["scores"]
@@ -27,9 +28,14 @@ class _ScoringGraph(torch.nn.Module):
         return self.rfm.scores(embeds, hr_mask, query_index).float()
 
 
-def export_rfm_onnx(rfm, path, fp16: bool = False, example_length: int = 48) -> Path:
+def export_rfm_onnx(rfm, path, fp16: bool = False, example_length: int = 48,
+                    attention: str = "gqa") -> Path:
     """Write rfm.onnx (inputs/outputs fixed by the bundle contract). fp16 halves the weights for
-    GPU inference; inputs and outputs stay float32 so the engine is unchanged."""
+    GPU inference; inputs and outputs stay float32 so the engine is unchanged. attention: "gqa"
+    (one com.microsoft GroupQueryAttention node per full layer, memory linear in L) or "eager"
+    (the former per-head L x L graph, kept to benchmark against)."""
+    if attention not in GRAPH_ATTENTION:
+        raise ValueError(f"attention must be one of {GRAPH_ATTENTION}, not {attention!r}")
     path = Path(path)
     module = copy.deepcopy(rfm).half() if fp16 else rfm.float()
     graph = _ScoringGraph(module.eval(), fp16).eval()
@@ -39,11 +45,15 @@ def export_rfm_onnx(rfm, path, fp16: bool = False, example_length: int = 48) -> 
                torch.tensor(example_length - 1, dtype=torch.long))
     length = torch.export.Dim("L", min=2, max=1 << 20)
     dynamic = {"inputs_embeds": {1: length}, "hr_mask": {0: length}, "query_index": None}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(graph, example, dynamo=True, input_names=INPUT_NAMES,
-                                    output_names=OUTPUT_NAMES, dynamic_shapes=dynamic,
-                                    verbose=False)
-        program.save(str(path), external_data=external_data_needed(graph))
+    previous, module.graph_attention = module.graph_attention, attention
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(graph, example, dynamo=True, input_names=INPUT_NAMES,
+                                        output_names=OUTPUT_NAMES, dynamic_shapes=dynamic,
+                                        verbose=False)
+            program.save(str(path), external_data=external_data_needed(graph))
+    finally:
+        module.graph_attention = previous
     strip_source_metadata(path)
     return path

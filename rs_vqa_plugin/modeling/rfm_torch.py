@@ -7,6 +7,9 @@ Layout (METHOD §3): for a layer list [l1, ..., lR] the module holds R+1 layers 
 layers [l1-1, l1, ..., lR]. Layers 0..R-1 run fully (causal, positions 0..L-1); the last layer
 only contributes its input norm and q/k projections: the query row of its attention logits is the
 score. The copied final norm is kept (the released checkpoints carry one) but does not enter scoring.
+The full layers' causal attention is eager math in torch (differentiable, for distillation) and one
+GroupQueryAttention node per layer in rfm.onnx, so the graph's memory is linear in L
+(rfm_attention.py).
 
 Public API (stable; distillation and the released-checkpoint converter rely on it):
 - RFMConfig                                   dataclass, JSON-serialisable (to_dict / from_dict)
@@ -31,6 +34,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .rfm_attention import causal_attention
 
 SUPPORTED_FAMILIES = ("qwen2", "llama", "mistral")
 PAPER_LAYERS = (1, 5, 11, 14)
@@ -167,6 +172,9 @@ class RegionFocusTorch(nn.Module):
         # Persistent, so RoPE variants (theta, llama3 scaling) travel exactly with the weights.
         inv = 1.0 / (10000.0 ** (torch.arange(0, config.head_dim, 2).float() / config.head_dim))
         self.register_buffer("inv_freq", inv, persistent=True)
+        # How torch.onnx.export writes the full layers' attention (rfm_attention.GRAPH_ATTENTION):
+        # "gqa", memory linear in L; "eager", the former per-head L x L graph (benchmarks only).
+        self.graph_attention = "gqa"
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -220,24 +228,13 @@ class RegionFocusTorch(nn.Module):
         groups = self.config.num_attention_heads // self.config.num_key_value_heads
         return kv.repeat_interleave(groups, dim=0) if groups > 1 else kv
 
-    def _run_layer(self, layer: DecoderLayer, h: torch.Tensor, cos, sin, causal) -> torch.Tensor:
+    def _run_layer(self, layer: DecoderLayer, h: torch.Tensor, cos, sin) -> torch.Tensor:
         c = self.config
         x = layer.input_layernorm(h)
         q = _rope(self._heads(layer.self_attn.q_proj, x, c.num_attention_heads), cos, sin)
         k = _rope(self._heads(layer.self_attn.k_proj, x, c.num_key_value_heads), cos, sin)
         v = self._heads(layer.self_attn.v_proj, x, c.num_key_value_heads)
-        groups = c.num_attention_heads // c.num_key_value_heads
-        scale = 1.0 / math.sqrt(c.head_dim)
-        outputs = []
-        # One head at a time (unrolled in the ONNX graph): peak memory is one L x L matrix, not
-        # H of them -- 0.6 GB instead of 16 GB for a 12k-token sequence of a 28-head model.
-        for head in range(c.num_attention_heads):
-            kv = head // groups
-            logits = torch.matmul(q[head], k[kv].transpose(0, 1)) * scale
-            logits = logits.masked_fill(~causal, torch.finfo(logits.dtype).min)
-            probs = torch.softmax(logits.float(), dim=-1).to(v.dtype)
-            outputs.append(torch.matmul(probs, v[kv]))
-        out = torch.stack(outputs, dim=1).reshape(h.shape[0], -1)          # [L, H*d]
+        out = causal_attention(q, k, v, self.graph_attention)                  # [L, H*d]
         h = h + layer.self_attn.o_proj(out)
         return h + layer.mlp(layer.post_attention_layernorm(h))
 
@@ -267,8 +264,7 @@ class RegionFocusTorch(nn.Module):
         positions = torch.arange(length, device=h.device)
         cos, sin = self._rope_tables(positions, h.dtype)
         cos, sin = cos[None], sin[None]          # broadcast over heads: [1, L, d]
-        causal = torch.ones(length, length, dtype=torch.bool, device=h.device).tril()
-        return h, cos, sin, causal
+        return h, cos, sin
 
     @staticmethod
     def _query_tensor(query_index, device) -> torch.Tensor:
@@ -284,7 +280,7 @@ class RegionFocusTorch(nn.Module):
         {llm_layer_index: logits} for l1..lR in order (RFM layers 1..R); the scoring layer is
         config.layers[-1]. softmax over the whole row gives the layer's attention row; softmax over
         the HR slice gives the RFM score. Differentiable (use it for distillation)."""
-        h, cos, sin, causal = self._prepare(inputs_embeds)
+        h, cos, sin = self._prepare(inputs_embeds)
         single = not isinstance(query_index, (list, tuple)) and (
             not torch.is_tensor(query_index) or query_index.dim() == 0)
         query = self._query_tensor(query_index, h.device)
@@ -295,14 +291,14 @@ class RegionFocusTorch(nn.Module):
                 row = self._row_logits(layer, h, query, cos_rows, sin_rows)
                 rows[int(self.config.layers[i - 1])] = row[0] if single else row
             if i < len(self.layers) - 1:
-                h = self._run_layer(layer, h, cos, sin, causal)
+                h = self._run_layer(layer, h, cos, sin)
         return rows
 
     def score_logits(self, inputs_embeds: torch.Tensor, query_index) -> torch.Tensor:
         """Scoring layer's logits [H, L] for one query (layers 0..R-1 run fully, no extra rows)."""
-        h, cos, sin, causal = self._prepare(inputs_embeds)
+        h, cos, sin = self._prepare(inputs_embeds)
         for layer in self.layers[:-1]:
-            h = self._run_layer(layer, h, cos, sin, causal)
+            h = self._run_layer(layer, h, cos, sin)
         query = self._query_tensor(query_index, h.device)[:1]
         return self._row_logits(self.layers[-1], h, query, cos[0], sin[0])[0]
 
