@@ -6,6 +6,7 @@ asks for source windows at a level's scale and never for the full-resolution ima
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -132,6 +133,33 @@ def choose_bands(ds, bands: Optional[Sequence[int]] = None, path="raster") -> Li
     return data[:3] if len(data) >= 3 else data[:1]
 
 
+# GDAL's Python bindings turn a float window into the integer window GDAL range-checks by rounding
+# offset and size separately, half up (int(v + 0.5)), and keep the float window for the sampling.
+# A window that ends on the raster edge with both at .5 (offset 55.5 + size 55.5 of 111 px) then
+# becomes 56 + 56 = 112 px, "Access window out of range"; a size under half a pixel rounds to 0 and
+# GDAL skips the read, leaving the buffer unfilled. The smallest window we hand over:
+MIN_WINDOW_PX = 0.5
+
+
+def gdal_window(offset: float, size: float, start: float, end: float) -> Tuple[float, float]:
+    """(offset, size) of a float window along one axis, inside [start, end], that GDAL's rounding
+    keeps inside too. The window moves by at most a few ulps, or widens (centred) to half a pixel
+    when narrower: the sub-pixel geometry is kept."""
+    span = float(end) - float(start)
+    size = min(float(size), span)
+    if size < MIN_WINDOW_PX:
+        offset -= (MIN_WINDOW_PX - size) / 2.0
+        size = min(MIN_WINDOW_PX, span)
+    offset = min(max(float(offset), float(start)), end - size)
+    for _ in range(8):
+        if int(offset + 0.5) + int(size + 0.5) <= end:
+            return offset, size
+        # Only offset and size both at (about) .5 get here: one ulp down makes the offset round down.
+        offset = math.nextafter(offset, -math.inf)
+    # Not reached in practice: an integer offset never rounds past `end` (size <= end - offset).
+    return float(math.floor(offset)), size
+
+
 def resampling_for(src_w: float, src_h: float, out_w: int, out_h: int) -> int:
     """Average when shrinking (antialiasing, and GDAL then reads the overview); bilinear when
     enlarging (the finest level is up to B/L larger than the source): averaging over less than
@@ -219,8 +247,8 @@ class RasterSource:
                 src_x + src_w > self.width + 1e-6 or src_y + src_h > self.height + 1e-6:
             raise ValueError(f"window {(src_x, src_y, src_w, src_h)} outside {self.width} x {self.height}")
         # Float windows: GDAL keeps the sub-pixel geometry, so a level read matches its scale exactly.
-        x, y = self.xoff + src_x, self.yoff + src_y
-        w, h = min(src_w, self.xoff + self.width - x), min(src_h, self.yoff + self.height - y)
+        x, w = gdal_window(self.xoff + src_x, src_w, self.xoff, self.xoff + self.width)
+        y, h = gdal_window(self.yoff + src_y, src_h, self.yoff, self.yoff + self.height)
         resample = resampling_for(w, h, out_w, out_h)
         try:
             data = self._ds.ReadAsArray(x, y, w, h, buf_xsize=int(out_w), buf_ysize=int(out_h),
