@@ -191,8 +191,10 @@ class RasterSource:
                 path, overview_cache_dir, use_cache=use_cache, events=events, cancel=cancel)
         else:
             self.overviews = inspect_overviews(path, overview_cache_dir)
+        if self.overviews.note and self.overviews.ignored is not None:
+            emit(events, progress_event("overviews", 1.0, self.overviews.note))
         # Reads go through the cache VRT when overviews live there; both are opened read-only.
-        self._ds = gdal.Open(str(self.overviews.read_path), gdal.GA_ReadOnly)
+        self._ds = self.overviews.open()
         self._read_bands = sorted(set(self.bands))
         self._nodata = [self._ds.GetRasterBand(b).GetNoDataValue() for b in self._read_bands]
         self.mask_kind = self._mask_kind()
