@@ -123,10 +123,14 @@ def _content_mismatch(source_ds, ovr_ds) -> Optional[str]:
     spots = {(max(0, min(ow - side_x, int(ow * u) - side_x // 2)), max(0, min(oh - side_y, int(oh * v) - side_y // 2)))
              for u, v in ((0.5, 0.5), (0.25, 0.3), (0.75, 0.7))}
     bands = list(range(1, min(source_ds.RasterCount, 3) + 1))
-    stored, candidates = [], {"average": [], "nearest": []}
+    # Class rasters: nearest only (GDAL's colour-matching average on a palette band is very slow).
+    methods = {"nearest": gdal.GRIORA_NearestNeighbour}
+    if source_ds.GetRasterBand(1).GetColorTable() is None:
+        methods["average"] = gdal.GRIORA_Average
+    stored, candidates = [], {name: [] for name in methods}
     for x, y in sorted(spots):
         stored.append(ovr_ds.ReadAsArray(x, y, side_x, side_y, band_list=bands).astype(np.float64))
-        for name, alg in (("average", gdal.GRIORA_Average), ("nearest", gdal.GRIORA_NearestNeighbour)):
+        for name, alg in methods.items():
             candidates[name].append(source_ds.ReadAsArray(
                 x * fx, y * fy, side_x * fx, side_y * fy, buf_xsize=side_x, buf_ysize=side_y,
                 band_list=bands, resample_alg=alg).astype(np.float64))

@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from .bands import BandChoice, choose, choose_bands, palette_lut  # noqa: F401 (choose_bands: API)
 from .errors import InputError
 from .geo import GeoReference, georeference_from_dataset
 from .overviews import OverviewState, inspect_overviews
@@ -106,33 +107,6 @@ def open_dataset(path) -> gdal.Dataset:
     return ds
 
 
-def _colour_bands(ds) -> dict:
-    return {ds.GetRasterBand(i).GetColorInterpretation(): i for i in range(ds.RasterCount, 0, -1)}
-
-
-def choose_bands(ds, bands: Optional[Sequence[int]] = None, path="raster") -> List[int]:
-    """1-based bands to show as R, G, B (one band means grey). Explicit `bands` wins."""
-    count = ds.RasterCount
-    if bands:
-        bands = [int(b) for b in bands]
-        bad = [b for b in bands if not 1 <= b <= count]
-        if bad:
-            raise _fail(path, f"has no band {bad[0]} (it has {count})",
-                        f"Choose bands between 1 and {count}.")
-        if len(bands) not in (1, 3):
-            raise _fail(path, f"{len(bands)} bands were asked for",
-                        "Give one band (shown as grey) or three (red, green, blue).")
-        return bands
-    colours = _colour_bands(ds)
-    rgb = [colours.get(c) for c in (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)]
-    if all(rgb):
-        return rgb
-    # An alpha band is validity, not colour.
-    data = [i for i in range(1, count + 1)
-            if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand]
-    return data[:3] if len(data) >= 3 else data[:1]
-
-
 # GDAL's Python bindings turn a float window into the integer window GDAL range-checks by rounding
 # offset and size separately, half up (int(v + 0.5)), and keep the float window for the sampling.
 # A window that ends on the raster edge with both at .5 (offset 55.5 + size 55.5 of 111 px) then
@@ -160,10 +134,14 @@ def gdal_window(offset: float, size: float, start: float, end: float) -> Tuple[f
     return float(math.floor(offset)), size
 
 
-def resampling_for(src_w: float, src_h: float, out_w: int, out_h: int) -> int:
+def resampling_for(src_w: float, src_h: float, out_w: int, out_h: int, classes: bool = False) -> int:
     """Average when shrinking (antialiasing, and GDAL then reads the overview); bilinear when
     enlarging (the finest level is up to B/L larger than the source): averaging over less than
-    one source pixel is only a blocky nearest there, and GDAL's average path is 3x slower."""
+    one source pixel is only a blocky nearest there, and GDAL's average path is 3x slower.
+    Nearest for classes (a palette band): an average of class numbers is no class, and GDAL's
+    colour-matching average on a palette band costs seconds per tile (minutes on a 16-bit one)."""
+    if classes:
+        return gdal.GRIORA_NearestNeighbour
     if out_w < src_w - 1e-9 or out_h < src_h - 1e-9:
         return gdal.GRIORA_Average
     return gdal.GRIORA_Bilinear
@@ -180,7 +158,10 @@ class RasterSource:
         cap_gdal_block_cache()
         self.full_width, self.full_height = ds.RasterXSize, ds.RasterYSize
         self.band_count = ds.RasterCount
-        self.bands = choose_bands(ds, bands, self.path)
+        self.band_choice: BandChoice = choose(ds, bands, self.path)
+        self.bands = self.band_choice.bands
+        # A palette band is shown in its colours (RGBA per class), never stretched or averaged.
+        self.palette = palette_lut(ds.GetRasterBand(self.bands[0])) if self.band_choice.palette else None
         self.xoff, self.yoff, self.width, self.height = self._check_window(window)
         full_georef = georeference_from_dataset(ds, self.path.name)
         self.georef: GeoReference = full_georef.offset(self.xoff, self.yoff)
@@ -201,6 +182,7 @@ class RasterSource:
         # A polygon scope (engine.scope_mask.ScopeMask): pixels outside it read as missing.
         self.scope_mask = None
         self.pixels_read = 0
+        emit(events, progress_event("read", 0.0, f"{self.path.name}: {self.band_choice.describe()}"))
         emit(events, progress_event("read", 0.0, f"sampling {self.path.name} for the 8-bit stretch"))
         self.stretch = self._stretch_limits()
 
@@ -227,7 +209,7 @@ class RasterSource:
     def _stretch_limits(self) -> Optional[List[Tuple[float, float]]]:
         """Per band 2/98 percentiles of a decimated read (a coarse overview), or None for 8-bit."""
         types = {self._ds.GetRasterBand(b).DataType for b in self._read_bands}
-        if types == {gdal.GDT_Byte}:
+        if types == {gdal.GDT_Byte} or self.palette is not None:
             return None
         factor = max(1.0, max(self.width, self.height) / STRETCH_SAMPLE_SIDE)
         out_w, out_h = max(1, int(self.width / factor)), max(1, int(self.height / factor))
@@ -251,7 +233,7 @@ class RasterSource:
         # Float windows: GDAL keeps the sub-pixel geometry, so a level read matches its scale exactly.
         x, w = gdal_window(self.xoff + src_x, src_w, self.xoff, self.xoff + self.width)
         y, h = gdal_window(self.yoff + src_y, src_h, self.yoff, self.yoff + self.height)
-        resample = resampling_for(w, h, out_w, out_h)
+        resample = resampling_for(w, h, out_w, out_h, classes=self.palette is not None)
         try:
             data = self._ds.ReadAsArray(x, y, w, h, buf_xsize=int(out_w), buf_ysize=int(out_h),
                                         band_list=self._read_bands, resample_alg=resample)
@@ -291,6 +273,10 @@ class RasterSource:
         values, valid = self._read_raw(src_x, src_y, src_w, src_h, out_w, out_h)
         if self.scope_mask is not None:
             valid = valid & self.scope_mask.inside(src_x, src_y, src_w, src_h, int(out_w), int(out_h))
+        if self.palette is not None:
+            rgb, valid = self._palette_rgb(values[0], valid)
+            rgb[~valid] = 0
+            return rgb, valid
         rgb = np.empty(values.shape[1:] + (3,), np.uint8)
         for channel, band in enumerate(self.bands * 3 if len(self.bands) == 1 else self.bands):
             i = self._read_bands.index(band)
@@ -302,6 +288,15 @@ class RasterSource:
             rgb[..., channel] = np.clip(np.nan_to_num(plane, nan=0.0), 0, 255)
         rgb[~valid] = 0
         return rgb, valid
+
+    def _palette_rgb(self, classes: np.ndarray, valid: np.ndarray):
+        """Class numbers -> their table's colours; a class outside the table or with alpha 0 (drawn
+        transparent by QGIS) is missing."""
+        lut = self.palette
+        index = classes.astype(np.int64)
+        known = (index >= 0) & (index < len(lut))
+        rgba = lut[np.clip(index, 0, len(lut) - 1)]
+        return np.ascontiguousarray(rgba[..., :3]), valid & known & (rgba[..., 3] > 0)
 
     def close(self) -> None:
         self._ds = None
@@ -331,6 +326,7 @@ def describe(path, cache_dir=None) -> dict:
         "data_types": sorted({b["type"] for b in bands}),
         "bands": bands,
         "rgb_bands": choose_bands(ds, None, path),
+        "rgb_bands_from": choose(ds, None, path).reason,
         "crs": {"wkt": georef.crs_wkt, "epsg": georef.epsg,
                 "authority": f"EPSG:{georef.epsg}" if georef.epsg else None,
                 "is_geographic": georef.is_geographic},
