@@ -284,7 +284,9 @@ class RasterSource:
                 rgb[..., channel] = values[i]   # 8-bit data: no arithmetic on the hot path
                 continue
             lo, hi = self.stretch[i]
-            plane = (values[i].astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5
+            # Values far outside the stretch (a nodata of -3.4e38, inf) overflow to +-inf: clipped.
+            with np.errstate(over="ignore", invalid="ignore"):
+                plane = (values[i].astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5
             rgb[..., channel] = np.clip(np.nan_to_num(plane, nan=0.0), 0, 255)
         rgb[~valid] = 0
         return rgb, valid
