@@ -49,12 +49,13 @@ class OverviewState:
     note: str = ""
     open_options: List[str] = field(default_factory=list)   # to open read_path with
     ignored: Optional[Path] = None   # an overview file beside the raster that must not be read
+    problem: str = ""                # what is wrong with an overview file found (stale, corrupt)
 
     def to_dict(self) -> dict:
         return {"location": self.location, "factors": self.factors, "built": self.built,
                 "ovr_path": str(self.ovr_path) if self.ovr_path else None,
                 "read_path": str(self.read_path), "note": self.note,
-                "ignored": str(self.ignored) if self.ignored else None}
+                "ignored": str(self.ignored) if self.ignored else None, "problem": self.problem}
 
     def open(self):
         """The dataset to read pixels from (read-only)."""
@@ -187,15 +188,18 @@ def inspect_overviews(path, cache_dir=None) -> OverviewState:
             ds = gdal.Open(str(vrt), gdal.GA_ReadOnly)
             cached = overview_factors(ds)
             ds = None
-            return OverviewState(path, vrt, "cache", cached, cached_ovr, ignored=ignored,
-                                 note=f"{problem}: it is ignored, the overviews in the cache are read"
+            return OverviewState(path, vrt, "cache", cached, cached_ovr, ignored=ignored, problem=problem,
+                                 note=f"{problem}: it is not read, the overviews in the cache are"
                                  if problem else "")
         problem = problem or f"the cached {_describe_problem(cached_ovr, check)}"
     small = max(width, height) < NO_OVERVIEWS_BELOW
-    note = problem or ("small image: overviews not needed" if small else "")
+    if ignored is not None:
+        note = f"{problem}: it is not read (delete {ignored.name} to have overviews rebuilt beside the raster)"
+    else:
+        note = problem or ("small image: overviews not needed" if small else "")
     location = "partial" if factors and not ignored else "none"
     # A stale or corrupt .ovr must not be read: open the raster with its overviews hidden.
-    return OverviewState(path, path, location, [] if ignored else factors, None, note=note,
+    return OverviewState(path, path, location, [] if ignored else factors, None, note=note, problem=problem,
                          open_options=list(NO_OVERVIEWS) if ignored else [], ignored=ignored)
 
 
@@ -319,7 +323,7 @@ def build_overviews(path, cache_dir=None, use_cache: bool = False, events: Optio
             resampling = _build_for_vrt(path, temp, final_ovr, factors, events, cancel)
         read_path, location, ovr = path, "external", final_ovr
         if ignored is not None:
-            note = f"{state.note}: it was rebuilt"
+            note = f"{state.problem}: it was rebuilt"
             ignored = None
     else:
         cache = _cache_folder(cache_dir)
@@ -331,15 +335,16 @@ def build_overviews(path, cache_dir=None, use_cache: bool = False, events: Optio
             os.replace(temp.vrt, vrt)
         read_path, location, ovr = vrt, "cache", Path(str(vrt) + ".ovr")
         if ignored is not None:
-            note = (f"{state.note}: it is ignored and overviews were built in the cache {cache}; "
+            note = (f"{state.problem}: it is not read and overviews were built in the cache {cache}; "
                     f"delete {ignored.name} to have them rebuilt beside the raster")
-        elif state.note:
-            note = f"{state.note}: it was rebuilt"
+        elif state.problem:
+            note = f"{state.problem}: it was rebuilt"
         elif not use_cache:
             note = (f"the folder of {label} is not writable (or is virtual) or already holds partial overviews: "
                     f"overviews were built in the cache {cache}")
     emit(events, progress_event("overviews", 1.0, f"overviews of {label} ready ({location}, {resampling.lower()})"))
-    return OverviewState(path, read_path, location, factors, ovr, built=True, note=note, ignored=ignored)
+    return OverviewState(path, read_path, location, factors, ovr, built=True, note=note, ignored=ignored,
+                         problem=state.problem)
 
 
 def _stamped(ovr: Path) -> bool:
