@@ -58,6 +58,8 @@ def test_every_mode_answers(answers):
                                        + (1 if trace["kept_tokens"] else 0))   # + separator
         assert trace["providers"]["vision"] and trace["providers"]["rfm"]
         assert trace["flops"]["total"] == trace["flops"]["llm"] + trace["flops"]["rfm"]
+        assert trace["bands"] == {"bands": [1, 2, 3], "shown_as": "R, G, B",
+                                  "from": "the colour interpretation", "names": ["", "", ""]}
 
 
 def test_llm_vision_tokens_identity_and_counts(engine, answers):

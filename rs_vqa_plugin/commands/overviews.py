@@ -67,6 +67,6 @@ def run(args) -> int:
             print(f"{args.image}: no overviews needed (small image: reads are cheap without them)")
         else:
             print(f"{args.image}: overviews {verb} {where} (factors {state.factors})")
-        if state.note and state.location != "none":
+        if state.note and (state.location != "none" or state.ignored):
             print(f"  note: {state.note}")
     return 0

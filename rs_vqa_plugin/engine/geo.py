@@ -104,6 +104,15 @@ def georeference_from_dataset(ds, label: str = "raster") -> GeoReference:
     return GeoReference(gt, wkt, epsg, geographic, notes)
 
 
+def level_scales(plan: PyramidPlan, level_index: int) -> Tuple[float, float]:
+    """(x, y) content pixels per source pixel of a level (level_index 0 = thumbnail).
+
+    Per axis: the content spans the whole source on both axes, and its sides are whole pixels, so
+    content_width / source_width and content_height / source_height differ slightly in general."""
+    geometry = plan.thumbnail if level_index == 0 else plan.level(level_index)
+    return (geometry.content_width / plan.source_width, geometry.content_height / plan.source_height)
+
+
 def level_cell_to_source(plan: PyramidPlan, level_index: int,
                          x0, y0, x1, y1) -> Tuple[float, float, float, float]:
     """A rectangle in level content pixels -> window (source) pixels. level_index 0 = thumbnail.
@@ -112,9 +121,8 @@ def level_cell_to_source(plan: PyramidPlan, level_index: int,
     """
     # Per-axis scales: each level's content is the whole source resampled to exactly
     # content_width x content_height, whose rounding makes x and y differ slightly.
+    sx, sy = level_scales(plan, level_index)
     w, h = plan.source_width, plan.source_height
-    content = plan.thumbnail if level_index == 0 else plan.level(level_index)
-    sx, sy = content.content_width / w, content.content_height / h
     return (min(max(x0 / sx, 0.0), w), min(max(y0 / sy, 0.0), h),
             min(max(x1 / sx, 0.0), w), min(max(y1 / sy, 0.0), h))
 

@@ -1,9 +1,13 @@
-"""Find or build GDAL overviews (average) beside a raster or in a cache folder, never touching the file.
+"""Find or build GDAL overviews beside a raster or in a cache folder, never touching the file.
 
 Overviews are always built for a temporary VRT wrapping the source (opened read-only, so GDAL writes
-an external .ovr) and renamed into place only when complete: a cancel or crash leaves no partial file.
+an external .ovr) and renamed into place only when complete: a cancel or crash leaves no partial file
+(and a killed build's temporaries are removed by the next build, see overview_temp).
 Beside the raster the result is `<file>.ovr`, which GDAL then picks up for the original file; in the
 cache folder the VRT is kept (named by a hash of the file's path, size and time) with its `.vrt.ovr`.
+Every overview file we write records what it was built from (overview_checks): one that no longer
+matches its raster is rebuilt when it is ours, and otherwise ignored (reads then go through a cache
+VRT that hides it), as is a truncated or corrupt one. Palette (class) rasters get nearest overviews.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from typing import List, Optional, Union
 from osgeo import gdal
 
 from .errors import Cancelled, InputError
+from .overview_checks import (NO_OVERVIEWS, STAMP_DOMAIN, STAMP_VERSION, OverviewCheck, check_overview_file,
+                              source_stamp, write_stamp)
+from .overview_temp import TempBuild, clean_leftovers
 from .progress import CancelToken, EventSink, emit, progress_event
 
 gdal.UseExceptions()
@@ -40,11 +47,20 @@ class OverviewState:
     ovr_path: Optional[Path] = None
     built: bool = False          # built by this call
     note: str = ""
+    open_options: List[str] = field(default_factory=list)   # to open read_path with
+    ignored: Optional[Path] = None   # an overview file beside the raster that must not be read
+    problem: str = ""                # what is wrong with an overview file found (stale, corrupt)
 
     def to_dict(self) -> dict:
         return {"location": self.location, "factors": self.factors, "built": self.built,
                 "ovr_path": str(self.ovr_path) if self.ovr_path else None,
-                "read_path": str(self.read_path), "note": self.note}
+                "read_path": str(self.read_path), "note": self.note,
+                "ignored": str(self.ignored) if self.ignored else None, "problem": self.problem}
+
+    def open(self):
+        """The dataset to read pixels from (read-only)."""
+        return gdal.OpenEx(str(self.read_path), gdal.OF_RASTER | gdal.OF_READONLY,
+                           open_options=list(self.open_options))
 
 
 def default_cache_dir() -> Path:
@@ -87,12 +103,22 @@ def _source(path) -> Union[Path, str]:
 
 
 def _external_ovr(source) -> Optional[Path]:
+    """The `<file>.ovr` GDAL would read for `source` (it looks for no other name)."""
     if isinstance(source, str):
         return None
-    for candidate in (Path(str(source) + ".ovr"), source.with_suffix(".ovr")):
+    for candidate in (Path(str(source) + ".ovr"), Path(str(source) + ".OVR")):
         if candidate.is_file():
             return candidate
     return None
+
+
+def resampling_for_overviews(ds) -> str:
+    """NEAREST for palette (class) rasters: averaging class numbers makes classes that do not exist
+    (and GDAL's colour-matching average on a 16-bit palette takes minutes); AVERAGE otherwise."""
+    for i in range(1, ds.RasterCount + 1):
+        if ds.GetRasterBand(i).GetColorTable() is not None:
+            return "NEAREST"
+    return "AVERAGE"
 
 
 def cache_key(path) -> str:
@@ -112,26 +138,69 @@ def cached_vrt(path, cache_dir: Optional[Path] = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"{cache_key(path)}.vrt"
 
 
-def inspect_overviews(path, cache_dir=None) -> OverviewState:
-    """What exists now, without building anything."""
-    path = _source(path)
+def _describe_problem(ovr: Path, check: OverviewCheck) -> str:
+    if check.verdict == "corrupt":
+        return f"{ovr} is truncated or corrupt ({check.reason})"
+    return f"{ovr} does not match the raster: {check.reason}"
+
+
+def _source_overviews(path):
+    """(width, height, factors, origin) of the raster's own overviews; origin internal|external|None.
+    A truncated .ovr makes GDAL fail on the overview count: reported as (.., [], "broken")."""
     ds = gdal.Open(str(path), gdal.GA_ReadOnly)
     width, height = ds.RasterXSize, ds.RasterYSize
-    factors = overview_factors(ds)
-    ds = None
+    try:
+        factors = overview_factors(ds)
+        band = ds.GetRasterBand(1)
+        origin = None
+        if factors:
+            described = band.GetOverview(0).GetDataset().GetDescription()
+            origin = "external" if described.lower().endswith(".ovr") else "internal"
+    except RuntimeError:
+        factors, origin = [], "broken"
+    return width, height, factors, origin
+
+
+def inspect_overviews(path, cache_dir=None) -> OverviewState:
+    """What exists now and is safe to read through, without building anything."""
+    path = _source(path)
+    width, height, factors, origin = _source_overviews(path)
     wanted = needed_factors(width, height)
-    if factors and (not wanted or max(factors) >= max(wanted) // 2):
-        ovr = _external_ovr(path)
-        return OverviewState(path, path, "external" if ovr else "internal", factors, ovr)
+    complete = bool(factors) and (not wanted or max(factors) >= max(wanted) // 2)
+    ovr = _external_ovr(path)
+    ignored, problem, stamp = None, "", None
+    if origin == "broken" and ovr is None:   # GDAL found a bad overview file we do not know by name
+        ignored, problem = Path(str(path) + ".ovr"), f"the overviews of {path} cannot be read"
+    elif ovr is not None and origin in ("external", "broken"):
+        stamp = source_stamp(path)
+        check = check_overview_file(path, ovr, stamp)
+        if check.verdict != "ok":
+            ignored, problem = ovr, _describe_problem(ovr, check)
+        elif complete:
+            return OverviewState(path, path, "external", factors, ovr)
+    elif complete:
+        return OverviewState(path, path, "internal" if origin == "internal" else "external", factors, ovr)
     vrt = cached_vrt(path, cache_dir)
-    ovr = Path(str(vrt) + ".ovr")
-    if vrt.is_file() and ovr.is_file():
-        ds = gdal.Open(str(vrt), gdal.GA_ReadOnly)
-        cached = overview_factors(ds)
-        ds = None
-        return OverviewState(path, vrt, "cache", cached, ovr)
-    note = "" if max(width, height) >= NO_OVERVIEWS_BELOW else "small image: overviews not needed"
-    return OverviewState(path, path, "none" if not factors else "partial", factors, None, note=note)
+    cached_ovr = Path(str(vrt) + ".ovr")
+    if vrt.is_file() and cached_ovr.is_file():
+        check = check_overview_file(path, cached_ovr, stamp)
+        if check.verdict == "ok":
+            ds = gdal.Open(str(vrt), gdal.GA_ReadOnly)
+            cached = overview_factors(ds)
+            ds = None
+            return OverviewState(path, vrt, "cache", cached, cached_ovr, ignored=ignored, problem=problem,
+                                 note=f"{problem}: it is not read, the overviews in the cache are"
+                                 if problem else "")
+        problem = problem or f"the cached {_describe_problem(cached_ovr, check)}"
+    small = max(width, height) < NO_OVERVIEWS_BELOW
+    if ignored is not None:
+        note = f"{problem}: it is not read (delete {ignored.name} to have overviews rebuilt beside the raster)"
+    else:
+        note = problem or ("small image: overviews not needed" if small else "")
+    location = "partial" if factors and not ignored else "none"
+    # A stale or corrupt .ovr must not be read: open the raster with its overviews hidden.
+    return OverviewState(path, path, location, [] if ignored else factors, None, note=note, problem=problem,
+                         open_options=list(NO_OVERVIEWS) if ignored else [], ignored=ignored)
 
 
 def _gdal_progress(events: Optional[EventSink], cancel: Optional[CancelToken], label: str):
@@ -165,33 +234,35 @@ class _ConfigOptions:
             gdal.SetConfigOption(key, value)
 
 
-def _build_for_vrt(source, vrt: Path, final_ovr: Path, factors: List[int],
-                   events, cancel) -> None:
-    """Write a VRT of `source` at `vrt`, build its .ovr, move it to `final_ovr` when complete."""
-    tmp_ovr = Path(str(vrt) + ".ovr")
-    try:
-        # An absolute source path: the cache VRT must not depend on where it lives.
-        gdal.Translate(str(vrt), source if isinstance(source, str) else str(source.resolve()), format="VRT")
-        ds = gdal.Open(str(vrt), gdal.GA_ReadOnly)  # read-only: GDAL writes an external .ovr
-        with _ConfigOptions(COMPRESS_OVERVIEW="DEFLATE", BIGTIFF_OVERVIEW="IF_SAFER",
-                            GDAL_NUM_THREADS="ALL_CPUS"):
-            try:
-                label = os.path.basename(str(source))
-                ds.BuildOverviews("AVERAGE", factors, callback=_gdal_progress(events, cancel, label))
-            except RuntimeError as exc:
-                if cancel is not None and cancel.cancelled:
-                    raise Cancelled("Overview building cancelled; nothing was written.") from None
-                raise InputError(f"Could not build overviews for {source}: {exc}. Check free disk "
-                                 "space, or pass --cache-dir to build them elsewhere.") from None
-        ds = None
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        os.replace(tmp_ovr, final_ovr)
-    except BaseException:
-        for leftover in (tmp_ovr, Path(str(tmp_ovr) + ".aux.xml")):
-            if leftover.exists():
-                leftover.unlink()
-        raise
+def _build_for_vrt(source, temp: TempBuild, final_ovr: Path, factors: List[int], events, cancel) -> str:
+    """Write a VRT of `source` at temp.vrt, build its .ovr, stamp it, move it to `final_ovr` when
+    complete. The VRT opens the source with its own overviews hidden (a stale .ovr is never read).
+    Returns the resampling used."""
+    # An absolute source path: the cache VRT must not depend on where it lives.
+    name = source if isinstance(source, str) else str(source.resolve())
+    stamp = source_stamp(source)
+    src = gdal.OpenEx(name, gdal.OF_RASTER | gdal.OF_READONLY, open_options=NO_OVERVIEWS)
+    resampling = resampling_for_overviews(src)
+    gdal.Translate(str(temp.vrt), src, format="VRT")
+    src = None
+    ds = gdal.Open(str(temp.vrt), gdal.GA_ReadOnly)  # read-only: GDAL writes an external .ovr
+    with _ConfigOptions(COMPRESS_OVERVIEW="DEFLATE", BIGTIFF_OVERVIEW="IF_SAFER",
+                        GDAL_NUM_THREADS="ALL_CPUS"):
+        try:
+            label = os.path.basename(str(source))
+            ds.BuildOverviews(resampling, factors, callback=_gdal_progress(events, cancel, label))
+        except RuntimeError as exc:
+            ds = None   # close the temporary .ovr before it is removed (Windows keeps open files)
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("Overview building cancelled; nothing was written.") from None
+            raise InputError(f"Could not build overviews for {source}: {exc}. Check free disk "
+                             "space, or pass --cache-dir to build them elsewhere.") from None
+    ds = None
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    write_stamp(temp.ovr, stamp, resampling)
+    os.replace(temp.ovr, final_ovr)
+    return resampling
 
 
 def _probe_writable(folder: Path) -> bool:
@@ -203,60 +274,83 @@ def _probe_writable(folder: Path) -> bool:
         return False
 
 
+def _cache_folder(cache_dir) -> Path:
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"Cannot create the overview cache folder {cache} ({exc.strerror}); "
+                         "pass --cache-dir with a writable folder or set RS_VQA_CACHE.") from None
+    if not _probe_writable(cache):
+        raise InputError(f"The overview cache folder {cache} is not writable; pass --cache-dir "
+                         "with a writable folder or set RS_VQA_CACHE.")
+    return cache
+
+
 def build_overviews(path, cache_dir=None, use_cache: bool = False, events: Optional[EventSink] = None,
                     cancel: Optional[CancelToken] = None) -> OverviewState:
-    """Build missing overviews (average, factors down to ~256 px) and return the resulting state.
+    """Build missing overviews (factors down to ~256 px) and return the resulting state.
 
     Beside the file when its folder is writable and `use_cache` is false; otherwise (or when the
-    raster already has partial overviews that GDAL would not extend without rewriting it) in the
-    cache folder. Existing complete overviews are reused as they are.
+    raster already has partial overviews that GDAL would not extend without rewriting it, or an
+    overview file beside it that is not ours and does not match it) in the cache folder. Existing
+    overviews that match the raster are reused as they are; ours that no longer match are rebuilt.
     """
     path = _source(path)
     virtual = isinstance(path, str)
     label = os.path.basename(str(path))
     state = inspect_overviews(path, cache_dir)
-    if state.location in ("internal", "external", "cache") or state.note:
+    if state.location in ("internal", "external", "cache"):
         return state
-    ds = gdal.Open(str(path), gdal.GA_ReadOnly)
-    factors = needed_factors(ds.RasterXSize, ds.RasterYSize)
+    ds = gdal.OpenEx(str(path), gdal.OF_RASTER, open_options=NO_OVERVIEWS)
+    width, height = ds.RasterXSize, ds.RasterYSize
     ds = None
-    beside = (not use_cache and state.location == "none" and not virtual
-              and _probe_writable(path.resolve().parent))
+    factors = needed_factors(width, height)
+    ignored = state.ignored
+    # Our own stale or corrupt .ovr beside the raster is replaced in place; anyone else's is left.
+    ours = ignored is not None and _stamped(ignored)
+    if max(width, height) < NO_OVERVIEWS_BELOW and not ours:
+        return state   # reads are cheap without overviews (a foreign bad .ovr stays hidden)
+    folder = None if virtual else path.resolve().parent
+    writable = folder is not None and _probe_writable(folder)
+    beside = (not use_cache and writable and state.location == "none" and (ignored is None or ours))
+    if writable:
+        clean_leftovers(folder, path.name)
     note = ""
     if beside:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".rs-vqa.vrt",
-                                        dir=path.resolve().parent)
-        os.close(fd)
-        tmp_vrt = Path(tmp_name)
         final_ovr = Path(str(path) + ".ovr")
-        try:
-            _build_for_vrt(path, tmp_vrt, final_ovr, factors, events, cancel)
-        finally:
-            tmp_vrt.unlink(missing_ok=True)
+        with TempBuild(folder, path.name) as temp:
+            resampling = _build_for_vrt(path, temp, final_ovr, factors, events, cancel)
         read_path, location, ovr = path, "external", final_ovr
+        if ignored is not None:
+            note = f"{state.problem}: it was rebuilt"
+            ignored = None
     else:
-        cache = Path(cache_dir) if cache_dir else default_cache_dir()
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"Cannot create the overview cache folder {cache} ({exc.strerror}); "
-                             "pass --cache-dir with a writable folder or set RS_VQA_CACHE.") from None
-        if not _probe_writable(cache):
-            raise InputError(f"The overview cache folder {cache} is not writable; pass --cache-dir "
-                             "with a writable folder or set RS_VQA_CACHE.")
+        cache = _cache_folder(cache_dir)
+        clean_leftovers(cache)
         vrt = cached_vrt(path, cache)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{vrt.stem}.", suffix=".vrt", dir=cache)
-        os.close(fd)
-        tmp_vrt = Path(tmp_name)
-        try:
-            _build_for_vrt(path, tmp_vrt, Path(str(vrt) + ".ovr"), factors, events, cancel)
+        with TempBuild(cache, vrt.stem) as temp:
+            resampling = _build_for_vrt(path, temp, Path(str(vrt) + ".ovr"), factors, events, cancel)
             # The VRT goes in last: a cache entry is complete when the VRT exists.
-            os.replace(tmp_vrt, vrt)
-        finally:
-            tmp_vrt.unlink(missing_ok=True)
+            os.replace(temp.vrt, vrt)
         read_path, location, ovr = vrt, "cache", Path(str(vrt) + ".ovr")
-        if not use_cache:
+        if ignored is not None:
+            note = (f"{state.problem}: it is not read and overviews were built in the cache {cache}; "
+                    f"delete {ignored.name} to have them rebuilt beside the raster")
+        elif state.problem:
+            note = f"{state.problem}: it was rebuilt"
+        elif not use_cache:
             note = (f"the folder of {label} is not writable (or is virtual) or already holds partial overviews: "
                     f"overviews were built in the cache {cache}")
-    emit(events, progress_event("overviews", 1.0, f"overviews of {label} ready ({location})"))
-    return OverviewState(path, read_path, location, factors, ovr, built=True, note=note)
+    emit(events, progress_event("overviews", 1.0, f"overviews of {label} ready ({location}, {resampling.lower()})"))
+    return OverviewState(path, read_path, location, factors, ovr, built=True, note=note, ignored=ignored,
+                         problem=state.problem)
+
+
+def _stamped(ovr: Path) -> bool:
+    """Does this overview file carry our stamp (so we built it and may replace it)?"""
+    try:
+        ds = gdal.Open(str(ovr), gdal.GA_ReadOnly)
+        return (ds.GetMetadata(STAMP_DOMAIN) or {}).get("FORMAT") == STAMP_VERSION
+    except RuntimeError:
+        return False

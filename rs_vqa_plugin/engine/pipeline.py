@@ -315,6 +315,7 @@ class Engine:
             "pyramid": [{"level": lv.index, "long_side": lv.long_side, "tiles": [lv.rows, lv.cols]}
                         for lv in plan.levels],
             "image_size": [int(source.width), int(source.height)],
+            "bands": source.band_choice.to_dict(),
             "window": list(window) if window else None,
             "tiles_encoded": sum(len(p.tiles) for p in passes),
             "tiles_per_level": tiles_per_level,

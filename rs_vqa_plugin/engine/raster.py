@@ -6,6 +6,7 @@ asks for source windows at a level's scale and never for the full-resolution ima
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -13,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from .bands import BandChoice, choose, choose_bands, palette_lut  # noqa: F401 (choose_bands: API)
 from .errors import InputError
 from .geo import GeoReference, georeference_from_dataset
 from .overviews import OverviewState, inspect_overviews
@@ -105,37 +107,41 @@ def open_dataset(path) -> gdal.Dataset:
     return ds
 
 
-def _colour_bands(ds) -> dict:
-    return {ds.GetRasterBand(i).GetColorInterpretation(): i for i in range(ds.RasterCount, 0, -1)}
+# GDAL's Python bindings turn a float window into the integer window GDAL range-checks by rounding
+# offset and size separately, half up (int(v + 0.5)), and keep the float window for the sampling.
+# A window that ends on the raster edge with both at .5 (offset 55.5 + size 55.5 of 111 px) then
+# becomes 56 + 56 = 112 px, "Access window out of range"; a size under half a pixel rounds to 0 and
+# GDAL skips the read, leaving the buffer unfilled. The smallest window we hand over:
+MIN_WINDOW_PX = 0.5
 
 
-def choose_bands(ds, bands: Optional[Sequence[int]] = None, path="raster") -> List[int]:
-    """1-based bands to show as R, G, B (one band means grey). Explicit `bands` wins."""
-    count = ds.RasterCount
-    if bands:
-        bands = [int(b) for b in bands]
-        bad = [b for b in bands if not 1 <= b <= count]
-        if bad:
-            raise _fail(path, f"has no band {bad[0]} (it has {count})",
-                        f"Choose bands between 1 and {count}.")
-        if len(bands) not in (1, 3):
-            raise _fail(path, f"{len(bands)} bands were asked for",
-                        "Give one band (shown as grey) or three (red, green, blue).")
-        return bands
-    colours = _colour_bands(ds)
-    rgb = [colours.get(c) for c in (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)]
-    if all(rgb):
-        return rgb
-    # An alpha band is validity, not colour.
-    data = [i for i in range(1, count + 1)
-            if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand]
-    return data[:3] if len(data) >= 3 else data[:1]
+def gdal_window(offset: float, size: float, start: float, end: float) -> Tuple[float, float]:
+    """(offset, size) of a float window along one axis, inside [start, end], that GDAL's rounding
+    keeps inside too. The window moves by at most a few ulps, or widens (centred) to half a pixel
+    when narrower: the sub-pixel geometry is kept."""
+    span = float(end) - float(start)
+    size = min(float(size), span)
+    if size < MIN_WINDOW_PX:
+        offset -= (MIN_WINDOW_PX - size) / 2.0
+        size = min(MIN_WINDOW_PX, span)
+    offset = min(max(float(offset), float(start)), end - size)
+    for _ in range(8):
+        if int(offset + 0.5) + int(size + 0.5) <= end:
+            return offset, size
+        # Only offset and size both at (about) .5 get here: one ulp down makes the offset round down.
+        offset = math.nextafter(offset, -math.inf)
+    # Not reached in practice: an integer offset never rounds past `end` (size <= end - offset).
+    return float(math.floor(offset)), size
 
 
-def resampling_for(src_w: float, src_h: float, out_w: int, out_h: int) -> int:
+def resampling_for(src_w: float, src_h: float, out_w: int, out_h: int, classes: bool = False) -> int:
     """Average when shrinking (antialiasing, and GDAL then reads the overview); bilinear when
     enlarging (the finest level is up to B/L larger than the source): averaging over less than
-    one source pixel is only a blocky nearest there, and GDAL's average path is 3x slower."""
+    one source pixel is only a blocky nearest there, and GDAL's average path is 3x slower.
+    Nearest for classes (a palette band): an average of class numbers is no class, and GDAL's
+    colour-matching average on a palette band costs seconds per tile (minutes on a 16-bit one)."""
+    if classes:
+        return gdal.GRIORA_NearestNeighbour
     if out_w < src_w - 1e-9 or out_h < src_h - 1e-9:
         return gdal.GRIORA_Average
     return gdal.GRIORA_Bilinear
@@ -152,7 +158,10 @@ class RasterSource:
         cap_gdal_block_cache()
         self.full_width, self.full_height = ds.RasterXSize, ds.RasterYSize
         self.band_count = ds.RasterCount
-        self.bands = choose_bands(ds, bands, self.path)
+        self.band_choice: BandChoice = choose(ds, bands, self.path)
+        self.bands = self.band_choice.bands
+        # A palette band is shown in its colours (RGBA per class), never stretched or averaged.
+        self.palette = palette_lut(ds.GetRasterBand(self.bands[0])) if self.band_choice.palette else None
         self.xoff, self.yoff, self.width, self.height = self._check_window(window)
         full_georef = georeference_from_dataset(ds, self.path.name)
         self.georef: GeoReference = full_georef.offset(self.xoff, self.yoff)
@@ -163,14 +172,17 @@ class RasterSource:
                 path, overview_cache_dir, use_cache=use_cache, events=events, cancel=cancel)
         else:
             self.overviews = inspect_overviews(path, overview_cache_dir)
+        if self.overviews.note and self.overviews.ignored is not None:
+            emit(events, progress_event("overviews", 1.0, self.overviews.note))
         # Reads go through the cache VRT when overviews live there; both are opened read-only.
-        self._ds = gdal.Open(str(self.overviews.read_path), gdal.GA_ReadOnly)
+        self._ds = self.overviews.open()
         self._read_bands = sorted(set(self.bands))
         self._nodata = [self._ds.GetRasterBand(b).GetNoDataValue() for b in self._read_bands]
         self.mask_kind = self._mask_kind()
         # A polygon scope (engine.scope_mask.ScopeMask): pixels outside it read as missing.
         self.scope_mask = None
         self.pixels_read = 0
+        emit(events, progress_event("read", 0.0, f"{self.path.name}: {self.band_choice.describe()}"))
         emit(events, progress_event("read", 0.0, f"sampling {self.path.name} for the 8-bit stretch"))
         self.stretch = self._stretch_limits()
 
@@ -197,7 +209,7 @@ class RasterSource:
     def _stretch_limits(self) -> Optional[List[Tuple[float, float]]]:
         """Per band 2/98 percentiles of a decimated read (a coarse overview), or None for 8-bit."""
         types = {self._ds.GetRasterBand(b).DataType for b in self._read_bands}
-        if types == {gdal.GDT_Byte}:
+        if types == {gdal.GDT_Byte} or self.palette is not None:
             return None
         factor = max(1.0, max(self.width, self.height) / STRETCH_SAMPLE_SIDE)
         out_w, out_h = max(1, int(self.width / factor)), max(1, int(self.height / factor))
@@ -219,9 +231,9 @@ class RasterSource:
                 src_x + src_w > self.width + 1e-6 or src_y + src_h > self.height + 1e-6:
             raise ValueError(f"window {(src_x, src_y, src_w, src_h)} outside {self.width} x {self.height}")
         # Float windows: GDAL keeps the sub-pixel geometry, so a level read matches its scale exactly.
-        x, y = self.xoff + src_x, self.yoff + src_y
-        w, h = min(src_w, self.xoff + self.width - x), min(src_h, self.yoff + self.height - y)
-        resample = resampling_for(w, h, out_w, out_h)
+        x, w = gdal_window(self.xoff + src_x, src_w, self.xoff, self.xoff + self.width)
+        y, h = gdal_window(self.yoff + src_y, src_h, self.yoff, self.yoff + self.height)
+        resample = resampling_for(w, h, out_w, out_h, classes=self.palette is not None)
         try:
             data = self._ds.ReadAsArray(x, y, w, h, buf_xsize=int(out_w), buf_ysize=int(out_h),
                                         band_list=self._read_bands, resample_alg=resample)
@@ -261,6 +273,10 @@ class RasterSource:
         values, valid = self._read_raw(src_x, src_y, src_w, src_h, out_w, out_h)
         if self.scope_mask is not None:
             valid = valid & self.scope_mask.inside(src_x, src_y, src_w, src_h, int(out_w), int(out_h))
+        if self.palette is not None:
+            rgb, valid = self._palette_rgb(values[0], valid)
+            rgb[~valid] = 0
+            return rgb, valid
         rgb = np.empty(values.shape[1:] + (3,), np.uint8)
         for channel, band in enumerate(self.bands * 3 if len(self.bands) == 1 else self.bands):
             i = self._read_bands.index(band)
@@ -268,10 +284,21 @@ class RasterSource:
                 rgb[..., channel] = values[i]   # 8-bit data: no arithmetic on the hot path
                 continue
             lo, hi = self.stretch[i]
-            plane = (values[i].astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5
+            # Values far outside the stretch (a nodata of -3.4e38, inf) overflow to +-inf: clipped.
+            with np.errstate(over="ignore", invalid="ignore"):
+                plane = (values[i].astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5
             rgb[..., channel] = np.clip(np.nan_to_num(plane, nan=0.0), 0, 255)
         rgb[~valid] = 0
         return rgb, valid
+
+    def _palette_rgb(self, classes: np.ndarray, valid: np.ndarray):
+        """Class numbers -> their table's colours; a class outside the table or with alpha 0 (drawn
+        transparent by QGIS) is missing."""
+        lut = self.palette
+        index = classes.astype(np.int64)
+        known = (index >= 0) & (index < len(lut))
+        rgba = lut[np.clip(index, 0, len(lut) - 1)]
+        return np.ascontiguousarray(rgba[..., :3]), valid & known & (rgba[..., 3] > 0)
 
     def close(self) -> None:
         self._ds = None
@@ -301,6 +328,7 @@ def describe(path, cache_dir=None) -> dict:
         "data_types": sorted({b["type"] for b in bands}),
         "bands": bands,
         "rgb_bands": choose_bands(ds, None, path),
+        "rgb_bands_from": choose(ds, None, path).reason,
         "crs": {"wkt": georef.crs_wkt, "epsg": georef.epsg,
                 "authority": f"EPSG:{georef.epsg}" if georef.epsg else None,
                 "is_geographic": georef.is_geographic},
