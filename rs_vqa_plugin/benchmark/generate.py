@@ -10,9 +10,9 @@ from typing import List, Optional
 from ..engine.errors import InputError
 from ..engine.progress import CancelToken, EventSink, emit, progress_event
 from .layout import DEFAULT_GSD, build_scene
-from .questions import Balancer, category_balance, questions_for_scene
+from .questions import category_balance, questions_for_scenes
 from .render import crs_wkt, write_geotiff
-from .scene import read_sidecar, sidecar_path, write_sidecar
+from .scene import read_sidecar, sidecar_dict, sidecar_path, write_sidecar
 from .splits import get_split, scene_file_name
 
 MAX_SIDE = 100_000
@@ -47,10 +47,7 @@ def sidecars_in(scene_dir) -> List[Path]:
 
 
 def write_questions(sidecars, out_path, per_scene: int) -> List[dict]:
-    balancer = Balancer()
-    records = []
-    for path in sidecars:
-        records += questions_for_scene(read_sidecar(path), per_scene, balancer)
+    records = questions_for_scenes((read_sidecar(path) for path in sidecars), per_scene)
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
@@ -79,3 +76,18 @@ def make_split(name: str, out_dir, per_scene: Optional[int] = None, workers: Opt
     records = write_questions(sidecars, out_dir / f"{name}.jsonl", per_scene or split.per_scene)
     return {"split": name, "scenes": len(sidecars), "questions": len(records),
             "jsonl": str(out_dir / f"{name}.jsonl"), "balance": category_balance(records)}
+
+
+def scene_sidecar(seed: int, width: int, height: int, gsd: float = DEFAULT_GSD) -> dict:
+    """The sidecar make_scene would write, without rendering a pixel (the layout is cheap)."""
+    scene = build_scene(seed, width, height, gsd)
+    # through JSON, so it equals what read_sidecar returns (lists, not tuples)
+    return json.loads(json.dumps(sidecar_dict(scene, scene_file_name(seed), crs_wkt(scene.epsg))))
+
+
+def split_questions(name: str, scenes: Optional[int] = None) -> List[dict]:
+    """A split's question records (those of its first `scenes` scenes) without any image: for
+    text-only baselines and generator checks. Equal to make_split's jsonl for those scenes."""
+    split = get_split(name)
+    specs = split.scenes[:scenes] if scenes else split.scenes
+    return questions_for_scenes((scene_sidecar(*spec) for spec in specs), split.per_scene)

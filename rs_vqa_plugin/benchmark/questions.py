@@ -8,14 +8,19 @@ from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
-from .references import (EXTREMES, PLURALS, REGIONS, RURAL_SHARE, URBAN_SHARE, around_box, around_name,
-                         context_phrase, filter_objects, objects_in, pick, reference_text, region_box, urban_share)
+from .references import (BACKGROUNDS, CATEGORIES as OBJECT_CATEGORIES, COLORS, EXTREMES, PLURALS, REGIONS,
+                         RURAL_SHARE, SHAPES, STATUSES, URBAN_SHARE, around_box, around_name, context_phrase,
+                         filter_objects, objects_in, pick, reference_text, region_box, urban_share)
 
 SUFFIX = " Answer the question using a single word or phrase."
 SUBSET = "SYNTH"
 CATEGORIES = ("count", "object background", "object category", "object color", "object shape",
               "object status", "reasoning", "rural or urban")
 MAX_COUNT = 20            # "how many" answers stay countable
+# The closed answer vocabulary of each category (chance levels are taken over these).
+ANSWERS = {"count": tuple(str(n) for n in range(MAX_COUNT + 1)), "object background": BACKGROUNDS,
+           "object category": OBJECT_CATEGORIES, "object color": COLORS, "object shape": SHAPES,
+           "object status": STATUSES, "reasoning": ("yes", "no"), "rural or urban": ("rural", "urban")}
 
 
 def _union(*boxes) -> List[int]:
@@ -193,6 +198,15 @@ def questions_for_scene(sidecar: dict, per_scene: int, balancer: Optional[Balanc
         if q["category"] != "count":
             record["hbox"] = [int(v) for v in q["hbox"]]
         records.append(record)
+    return records
+
+
+def questions_for_scenes(sidecars: Iterable[dict], per_scene: int) -> List[dict]:
+    """Records for scenes in order, one balancer over all of them (what a split's jsonl holds)."""
+    balancer = Balancer()
+    records: List[dict] = []
+    for sidecar in sidecars:
+        records += questions_for_scene(sidecar, per_scene, balancer)
     return records
 
 
