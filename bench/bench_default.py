@@ -6,7 +6,9 @@ per category, OA and AA (the engine's LRS-VQA scorer), LLM vision tokens, tiles 
 seconds per question; for dip and prune-only also localisation: the share of questions with a
 box whose final kept tokens touch the box, and "object followed": the share whose box stays in
 the tiles read at every level (where dip loses it otherwise). Answers are logged per mode (a
-re-run resumes).
+re-run resumes). Mode `blind` (a diagnostic) answers with no image and adds a per-category table:
+uniform chance, majority rate, the blind model, and the text-only predictors of
+rs_vqa_plugin/benchmark/baselines.py (learnt on the train split).
 
     python bench/bench_default.py [--model models/default] [--scenes 3] [--stride 2]
         [--modes thumbnail,grid,prune-only,dip,full] [--out bench/out/default] [--split test]
@@ -35,6 +37,10 @@ ORACLE_MARGIN = 128     # source pixels around the box
 # selection reach the object at full resolution at all? Modes take a selection after '@', e.g.
 # dip@paper, dip@mass, oracle-dip@mass (default: the bundle's).
 ORACLE_DIP = "oracle-dip"
+# Diagnostic: the thumbnail mode with the all-mean image (AskOptions.blind): the model answers
+# from the question alone. Its per-category table adds the chance levels and the text-only
+# predictors (rs_vqa_plugin/benchmark/baselines.py, learnt on the train split).
+BLIND = "blind"
 PRUNE_ONLY_MAX_TILES = 256
 MAX_NEW_TOKENS = 8
 
@@ -149,6 +155,8 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
                 options = AskOptions(mode="dip", max_new_tokens=MAX_NEW_TOKENS, n_max=n_max,
                                      alpha=alpha, selection=selection or None,
                                      oracle_box=tuple(float(v) for v in q["hbox"]))
+            if mode == BLIND:
+                options = AskOptions(mode="thumbnail", max_new_tokens=MAX_NEW_TOKENS, blind=True)
             if mode == ORACLE:
                 if not q.get("hbox"):
                     continue
@@ -254,8 +262,8 @@ def main(argv=None) -> int:
     parser.add_argument("--stride", type=int, default=2,
                         help="every N-th question of each scene (the split has 40 per scene)")
     parser.add_argument("--modes", default=",".join(MODES),
-                        help=f"comma-separated; also '{ORACLE}' and '{ORACLE_DIP}' (diagnostics, "
-                             "boxed questions only); '@SELECTION' after dip picks the selection, "
+                        help=f"comma-separated; also '{BLIND}' (no image), '{ORACLE}' and '{ORACLE_DIP}' "
+                             "(diagnostics, the last two boxed questions only); '@SELECTION' after dip picks the selection, "
                              "e.g. dip@paper,dip@mass,oracle-dip@mass")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "default"))
     parser.add_argument("--data", default=None, help="scene + question folder (default OUT/data)")
@@ -289,20 +297,44 @@ def main(argv=None) -> int:
                      args.alpha)
         print(f"{min(start + chunk, len(questions))}/{len(questions)} questions, "
               f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+    answered = {}
     for mode in modes:
         path = out / f"answers.{args.split}.{mode}.jsonl"
         records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
         answered_ids = {r["question_id"] for r in records}
-        summary[mode] = summarise([q for q in questions if q["question_id"] in answered_ids], records)
+        answered[mode] = [q for q in questions if q["question_id"] in answered_ids]
+        summary[mode] = summarise(answered[mode], records)
     result = {"split": args.split, "model": args.model, "scenes": sorted({q["image"] for q in questions}),
               "modes": summary}
+    blind = None
+    if BLIND in summary and "categories" in summary[BLIND]:
+        blind = blind_columns(args.split, answered[BLIND], summary[BLIND]["categories"])
+        result["blind"] = blind
     (out / f"results.{args.split}.json").write_text(json.dumps(result, indent=2) + "\n")
     try:
         figure(summary, out / f"accuracy_tokens.{args.split}.png")
     except ImportError:
         pass
     print(table(summary))
+    if blind is not None:
+        from rs_vqa_plugin.benchmark.baselines import blind_table
+
+        print(f"\nblind ({args.split}, {len(answered[BLIND])} questions, accuracy %; template / words: "
+              "text-only predictors learnt on train):")
+        print(blind_table(answered[BLIND], blind["accuracy"]))
     return 0
+
+
+def blind_columns(split: str, questions, blind: dict) -> dict:
+    """Chance levels of the blind mode's questions, and the blind model's per-category accuracy
+    beside the text-only predictors' (learnt on train, so not measured on train)."""
+    from rs_vqa_plugin.benchmark.baselines import chance_levels, text_baselines
+    from rs_vqa_plugin.benchmark.generate import split_questions
+
+    accuracy = {"blind model": blind}
+    if split != "train":
+        accuracy.update(text_baselines(split_questions("train"), questions))
+    return {"chance": chance_levels(questions), "accuracy": accuracy}
 
 
 if __name__ == "__main__":

@@ -45,6 +45,10 @@ class AskOptions:
     # this box (x1, y1, x2, y2 in source pixels of the scope) instead of the RFM, i.e. a perfect
     # scorer, to tell whether a selection can reach the asked object at all.
     oracle_box: Optional[Tuple[float, float, float, float]] = None
+    # Diagnostic for the benchmark scripts, not for users (mode 'thumbnail' only): the thumbnail
+    # is the all-mean image (every pixel marked invalid), so the model answers from the text
+    # alone; tells how much of a benchmark the question's wording gives away.
+    blind: bool = False
 
 
 class _Run:
@@ -120,6 +124,9 @@ class Engine:
             raise InputError(f"n_max (the tile cap) must be at least 1, got {n_max}.")
         if int(options.max_new_tokens) < 1:
             raise InputError(f"max_new_tokens must be at least 1, got {options.max_new_tokens}.")
+        if options.blind and options.mode != "thumbnail":
+            raise InputError(f"The blind diagnostic reads no image, so it takes mode 'thumbnail', "
+                             f"not '{options.mode}'.")
         return alpha, n_max
 
     def _selection(self, options: AskOptions):
@@ -179,9 +186,15 @@ class Engine:
                 self._check_context(text_tokens + 1 + vision + int(options.max_new_tokens),
                                     f"Mode '{options.mode}' on this image")
             reader = PyramidReader(source, plan)
-            with run.stage("read", 0.0, "reading the thumbnail"):
-                thumb_pixels, thumb_valid = reader.read_thumbnail()
-            if not thumb_valid.any():
+            if options.blind:
+                # No pixel read: all invalid, which the encoder turns into the mean (0 after
+                # normalisation), the same input for every raster.
+                side = plan.thumbnail.size
+                thumb_pixels, thumb_valid = np.zeros((side, side, 3), np.uint8), np.zeros((side, side), bool)
+            else:
+                with run.stage("read", 0.0, "reading the thumbnail"):
+                    thumb_pixels, thumb_valid = reader.read_thumbnail()
+            if not (options.blind or thumb_valid.any()):
                 raise InputError(f"{source.path} holds no valid pixels (everything is nodata or "
                                  "masked) in the area asked about: choose another raster, band "
                                  "set or scope.")
