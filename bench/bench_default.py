@@ -50,6 +50,7 @@ def make_split_data(split: str, scenes: int, stride: int, data_dir: Path):
     the split's own per-scene count in split order, so they are the split's official questions for
     those scenes; then every `stride`-th question of each scene (categories stay mixed)."""
     from rs_vqa_plugin.benchmark.generate import make_scene, write_questions
+    from rs_vqa_plugin.benchmark.questions import QUESTIONS_VERSION
     from rs_vqa_plugin.benchmark.scene import sidecar_path
     from rs_vqa_plugin.benchmark.splits import get_split, scene_file_name
 
@@ -63,7 +64,7 @@ def make_split_data(split: str, scenes: int, stride: int, data_dir: Path):
             make_scene(path, seed, width, height)
             print(f"scene {path.name} ({width} px): {time.perf_counter() - t:.0f} s", file=sys.stderr)
         images.append(path)
-    listing = data_dir / f"{split}.first{scenes}.jsonl"
+    listing = data_dir / f"{split}.first{scenes}.q{QUESTIONS_VERSION}.jsonl"
     if not listing.is_file():
         write_questions([sidecar_path(p) for p in images], listing, spec.per_scene)
     questions = [json.loads(l) for l in listing.read_text().splitlines() if l.strip()]

@@ -33,13 +33,22 @@ def test_shipped_bundle_loads_and_validates():
     assert (MODEL / "README.md").is_file()
 
 
+# The smoke questions in the wording the shipped model was trained and measured on (question
+# generator version 1: objects named by their context). The generator has moved on (version 2:
+# regions, see rs_vqa_plugin/benchmark/README.md); retraining the model on it replaces this file.
+SMOKE_QUESTIONS = Path(__file__).resolve().parent / "fixtures" / "smoke_questions.q1.jsonl"
+
+
 @pytest.fixture(scope="module")
 def smoke_split(tmp_path_factory):
+    from rs_vqa_plugin.benchmark import oracle
     from rs_vqa_plugin.benchmark.generate import make_split
 
     folder = tmp_path_factory.mktemp("smoke")
-    info = make_split("smoke", folder)
-    questions = [json.loads(l) for l in Path(info["jsonl"]).read_text().splitlines() if l.strip()]
+    make_split("smoke", folder)
+    questions = [json.loads(l) for l in SMOKE_QUESTIONS.read_text().splitlines() if l.strip()]
+    # the pinned questions still belong to these scenes: the oracle answers every one from them
+    assert [a["text"] for a in oracle.answer_file(questions, folder)] == [q["ground_truth"] for q in questions]
     return folder, questions
 
 

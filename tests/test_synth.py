@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -217,3 +218,118 @@ def test_compass_words_match_pixel_directions():
     lots[1]["bbox"] = [900, 110, 1000, 210]          # same latitude: west / east decide
     assert context_phrase(side, lots[0]) == "in the westernmost parking lot"
     assert context_phrase(side, lots[1]) == "in the easternmost parking lot"
+
+
+# --- the wording gives no answer away (questions version 2) ------------------------------------
+@pytest.fixture(scope="module")
+def laid_out():
+    """Sidecars of the train split's first scenes and their candidate questions, laid out only."""
+    from rs_vqa_plugin.benchmark.generate import scene_sidecar
+    from rs_vqa_plugin.benchmark.questions import candidates
+
+    sides = [scene_sidecar(*spec) for spec in SPLITS["train"].scenes[:6]]
+    return [(side, candidates(side)) for side in sides]
+
+
+def test_attribute_references_name_a_region_and_no_word_that_implies_the_answer(laid_out):
+    """Background and status follow from the context ("on the bridge", "at the pier"), shape and
+    more from the noun, category from the size extremes: none of them appears where it would."""
+    from rs_vqa_plugin.benchmark.oracle import ATTRIBUTE, REF
+    from rs_vqa_plugin.benchmark.references import region_of_phrase
+
+    places = {c["name"] for side, _ in laid_out for c in side["contexts"]}
+    places |= {"pier", "quay", "sea", "harbour", "airport", "apron", "runway", "bridge", "road"}
+    nouns = {"ship", "aircraft", "helicopter", "vehicle", "storage tank", "container"}
+    assert nouns == set(OBJECT_CATEGORIES) and {"tank farm", "parking lot"} <= places
+    checked = 0
+    for side, pools in laid_out:
+        for category in ("object background", "object status", "object category", "object shape",
+                         "object color"):
+            assert pools[category], category
+            for q in pools[category]:
+                ref = REF.match(ATTRIBUTE.match(q["text"])["ref"])
+                assert region_of_phrase(ref["ctx"]) is not None, q["text"]
+                words = f" {ref.group(0)} "
+                assert not [p for p in places if f" {p} " in words], q["text"]
+                if category != "object color":
+                    assert ref["noun"] == "object" and not [n for n in nouns if f" {n} " in words], q["text"]
+                    assert ref["extreme"] not in ("largest", "smallest"), q["text"]
+                else:
+                    assert ref["color"] is None, q["text"]
+                checked += 1
+    assert checked > 2000
+
+
+def test_reasoning_wording_implies_no_answer(laid_out):
+    from rs_vqa_plugin.benchmark.oracle import LARGER, MORE, REF, SAME
+
+    forms = Counter()
+    for side, pools in laid_out:
+        for q in pools["reasoning"]:
+            text = q["text"]
+            if m := LARGER.match(text):
+                a, b = REF.match(m["r1"]), REF.match(m["r2"])
+                assert a["noun"] == b["noun"] != "object", text
+                assert {a["extreme"], b["extreme"]}.isdisjoint({"largest", "smallest"}), text
+                forms["larger"] += 1
+            elif m := SAME.match(text):
+                assert REF.match(m["r1"])["color"] is None and REF.match(m["r2"])["color"] is None, text
+                forms["same"] += 1
+            elif m := MORE.match(text):
+                # one kind of object in two places of one kind ("the northernmost / southernmost bridge")
+                assert m["p1"] == m["p2"] and m["c1"].split()[-1] == m["c2"].split()[-1], text
+                forms["more"] += 1
+            else:
+                forms["exists"] += 1
+    assert forms["larger"] and forms["same"] and forms["exists"], forms
+
+
+def test_every_laid_out_candidate_resolves_to_its_answer(laid_out):
+    for side, pools in laid_out:
+        wrong = [(q["text"], q["answer"]) for pool in pools.values() for q in pool
+                 if oracle.answer(side, q["text"]) != q["answer"]]
+        assert not wrong, wrong[:5]
+
+
+def test_a_region_reference_does_not_depend_on_the_exact_border(laid_out):
+    """The named object is the same whether the region's inner borders move in or out by up to
+    the margin: nothing near a border decides the answer."""
+    from rs_vqa_plugin.benchmark.oracle import ATTRIBUTE, REF
+    from rs_vqa_plugin.benchmark.references import (RegionObjects, centre, filter_objects, pick, region_box,
+                                                    region_of_phrase)
+
+    for side, pools in laid_out[:3]:
+        w, h = side["size"]
+        for q in pools["object category"] + pools["object color"]:
+            ref = REF.match(ATTRIBUTE.match(q["text"])["ref"])
+            region = region_of_phrase(ref["ctx"])
+            margin = RegionObjects(side, region).margin
+            x1, y1, x2, y2 = region_box(side, region)
+            for shift in (-0.95 * margin, 0.0, 0.95 * margin):
+                box = (x1 - shift if x1 > 0 else 0, y1 - shift if y1 > 0 else 0,
+                       x2 + shift if x2 < w else w, y2 + shift if y2 < h else h)
+                inside = [o for o in side["objects"]
+                          if box[0] <= centre(o["bbox"])[0] < box[2] and box[1] <= centre(o["bbox"])[1] < box[3]]
+                obj = pick(filter_objects(inside, ref["noun"], ref["color"]), ref["extreme"])
+                assert obj is not None and list(obj["bbox"]) == q["hbox"], (q["text"], shift)
+
+
+def test_text_alone_does_not_beat_the_majority_answer():
+    """Predictors that read only the question (learnt on train) stay near the val split's majority
+    rate in every category (the generator before version 2: background 85-90 % against 15 %)."""
+    from rs_vqa_plugin.benchmark.baselines import chance_levels, text_baselines
+    from rs_vqa_plugin.benchmark.generate import split_questions
+
+    val = split_questions("val")
+    chance = chance_levels(val)
+    for name, accuracy in text_baselines(split_questions("train", 24), val).items():
+        for category, value in accuracy.items():
+            print(name, category, f"{value:.2f} (majority {chance[category]['majority']:.2f})")
+            assert value <= chance[category]["majority"] + 0.12, (name, category, value)
+
+
+def test_split_questions_equal_the_written_split(smoke):
+    from rs_vqa_plugin.benchmark.generate import split_questions
+
+    out, _ = smoke
+    assert split_questions("smoke") == read_jsonl(out / "smoke.jsonl")

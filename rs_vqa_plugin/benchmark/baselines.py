@@ -119,10 +119,14 @@ def accuracy_by_category(questions: Sequence[dict], predicted: Dict[str, str]) -
     return {c: right[c] / total[c] for c in sorted(total)}
 
 
+PREDICTORS = {"template": TemplateMajority, "words": WordsNaiveBayes}
+
+
 def text_baselines(train: Sequence[dict], questions: Sequence[dict]) -> Dict[str, Dict[str, float]]:
     """{predictor: {category: accuracy}} on `questions` for the text-only predictors learnt on `train`."""
     out = {}
-    for name, model in (("template", TemplateMajority(train)), ("words", WordsNaiveBayes(train))):
+    for name, make in PREDICTORS.items():
+        model = make(train)
         out[name] = accuracy_by_category(questions, {q["question_id"]: model.predict(q) for q in questions})
     return out
 

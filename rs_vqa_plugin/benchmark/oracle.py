@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 from .references import (BACKGROUNDS, CATEGORIES, COLORS, EXTREMES, PLURALS, SINGULARS, STATUSES, URBAN_SHARE,
-                         RURAL_SHARE, around_box, around_name, filter_objects, objects_in, pick, region_box,
-                         resolve_context, urban_share)
+                         RURAL_SHARE, RegionObjects, around_box, around_name, filter_objects, objects_in, pick,
+                         region_box, region_of_phrase, resolve_context, urban_share)
 from .scene import read_sidecar
 
 _alt = lambda words: "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))  # noqa: E731
@@ -50,6 +50,10 @@ def resolve_reference(sidecar: dict, text: str) -> Optional[dict]:
     m = REF.match(text)
     if not m:
         return None
+    region = region_of_phrase(m["ctx"])
+    if region is not None:
+        return RegionObjects(sidecar, region).pick(m["noun"], m["color"], m["extreme"])
+    # named by a context: the generator's earlier form, still answered for older question files
     ctx = _context(sidecar, m["ctx"])
     if ctx is None:
         return None

@@ -110,6 +110,50 @@ def reference_text(noun: str, color: Optional[str], extreme: Optional[str], ctx_
     return " ".join(words)
 
 
+# --- objects named by a region of the image ---------------------------------------------------
+# Attribute questions name their object by a region of the image, never by its context: "the
+# left-most object at the pier" would give away "docked", "on the bridge" the background "bridge".
+REGION_MARGIN_SHARE = 0.02   # of the image's long side: objects this close to a region's border ...
+REGION_MARGIN_MIN = 64       # px ... may be read as in or out, so a reference must not depend on them
+
+
+def region_phrase(region: str) -> str:
+    """'in the north-west quarter of the image', 'in the image' (region 'area')."""
+    return "in the image" if region == "area" else f"in the {region} of the image"
+
+
+def region_of_phrase(phrase: str) -> Optional[str]:
+    for region in ("area",) + tuple(REGIONS):
+        if region_phrase(region) == phrase:
+            return region
+    return None
+
+
+class RegionObjects:
+    """The objects a region reference chooses from: those whose centre is in the region grown by
+    the margin; a pick counts only if its centre is also in the region shrunk by the margin, so
+    the named object is the same wherever a reader draws the border within the margin (an object
+    just outside cannot be the right one, one just inside is not needed to decide)."""
+
+    def __init__(self, sidecar: dict, region: str):
+        w, h = sidecar["size"]
+        self.margin = max(REGION_MARGIN_MIN, REGION_MARGIN_SHARE * max(w, h))
+        x1, y1, x2, y2 = region_box(sidecar, region)
+        # image borders need no margin: nothing lies beyond them
+        self.inner = (x1 + (self.margin if x1 > 0 else 0), y1 + (self.margin if y1 > 0 else 0),
+                      x2 - (self.margin if x2 < w else 0), y2 - (self.margin if y2 < h else 0))
+        grown = (x1 - self.margin, y1 - self.margin, x2 + self.margin, y2 + self.margin)
+        self.objects = [o for o in sidecar["objects"] if _inside(centre(o["bbox"]), grown)]
+
+    def pick(self, noun: str, color: Optional[str], extreme: Optional[str]) -> Optional[dict]:
+        obj = pick(filter_objects(self.objects, noun, color), extreme)
+        return obj if obj is not None and _inside(centre(obj["bbox"]), self.inner) else None
+
+
+def _inside(point, box) -> bool:
+    return box[0] <= point[0] < box[2] and box[1] <= point[1] < box[3]
+
+
 def index_contexts(sidecar: dict) -> Dict[str, dict]:
     return {c["id"]: c for c in sidecar["contexts"]}
 
