@@ -4,7 +4,7 @@ balanced across categories and, within a category, across answers.
 The wording must not give the answer away (a benchmark of perception; baselines.py measures it):
 objects are named by a region of the image, never by the context that fixes their background or
 status, and with only the words that do not imply the asked attribute (ATTRIBUTE_REFERENCES);
-answers are balanced per colour word and per reasoning form (Balancer keys)."""
+answers are also balanced per colour word, region, reasoning form and counted noun (Balancer keys)."""
 
 from __future__ import annotations
 
