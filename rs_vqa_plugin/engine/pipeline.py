@@ -186,7 +186,7 @@ class Engine:
                                  "masked) in the area asked about: choose another raster, band "
                                  "set or scope.")
             with run.stage("encode", 0.0, "encoding the thumbnail"):
-                thumb = self.vision.encode_thumbnail(thumb_pixels, thumb_valid)
+                thumb = self.vision.encode_thumbnail(thumb_pixels, thumb_valid, cancel=cancel)
                 thumb = np.asarray(thumb, dtype=np.float32).reshape(-1, m.hidden_size)
             prefix = np.asarray(self.llm.embed_ids(prefix_ids), dtype=np.float32)
             suffix = np.asarray(self.llm.embed_ids(suffix_ids), dtype=np.float32)
@@ -250,7 +250,8 @@ class Engine:
                     scores = _box_scores(plan, level, tokens, oracle_box)
                 else:
                     scores = np.asarray(self.rfm.score(sequence.embeds, sequence.hr_mask,
-                                                       sequence.query_index), dtype=np.float32)
+                                                       sequence.query_index, cancel=run.cancel),
+                                        dtype=np.float32)
                     scores = scores[sequence.hr_positions]
             passes.append(_Pass(level, tiles, tokens, scores, sequence.length))
             with run.stage("select", 0.0, f"level {level}: choosing where to look ({selection.name})"):
@@ -276,7 +277,8 @@ class Engine:
                                          f"{start + len(batch)} of {len(tiles)}"):
                 pixels, valid = reader.read_tiles(level, batch)
             with run.stage("encode", done, f"level {level}: encoding {len(batch)} tiles"):
-                features.append(np.asarray(self.vision.encode_tiles(pixels, valid), dtype=np.float32))
+                features.append(np.asarray(self.vision.encode_tiles(pixels, valid, cancel=run.cancel),
+                                           dtype=np.float32))
         run.emit(progress_event("encode", 1.0, f"level {level}: {len(tiles)} tiles encoded"))
         return level_tokens(plan, level, tiles, np.concatenate(features, axis=0),
                             level_valid_token_shape(plan, level))
