@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 QUESTION = "How many ships are in the harbour?"
-# (stage, mode, level: None = finest); the event that starts the timer is the stage's first
-# event after the thumbnail (the level loop's), so the cancel lands inside the long part.
+# (stage, mode), every mode at the finest level; the timer starts at the stage's first event
+# after the thumbnail's (the level loop's), so the cancel lands inside the long part.
 CASES = (("read", "full"), ("encode", "full"), ("score", "prune-only"), ("generate", "full"))
 
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
                      "next_ask_s": next_s, "next_ask_answered": isinstance(after.text, str)})
         print(f"{stage}: {rows[-1]['latency_max_s']}", file=sys.stderr, flush=True)
 
-    print(f"| stage | ask | stage's own s | cancel latency median / max (s) | next dip ask (s) |")
+    print("| stage | ask | stage's own s | cancel latency median / max (s) | next dip ask (s) |")
     print("|---|---|---:|---:|---:|")
     for r in rows:
         what = (f"{r['mode']}, {r['rfm_tokens'][0]:,} RFM tokens" if r["rfm_tokens"]
