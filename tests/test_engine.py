@@ -198,6 +198,26 @@ def test_cancel_during_scoring(engine, scene, tmp_path):
     assert set(os.listdir(scene.parent)) == before
 
 
+def test_cancel_inside_the_prefill_keeps_the_engine_warm(engine, scene, answers):
+    """A cancel during the LLM's first forward ends it before its next decoder layer; the same Engine
+    (the worker's warm model) then answers the next question as before."""
+    token, forwards = CancelToken(), []
+
+    def cancel_on_first_forward(_module, _args):
+        forwards.append(1)
+        token.cancel()
+
+    handle = engine.llm.model.register_forward_pre_hook(cancel_on_first_forward)
+    try:
+        with pytest.raises(Cancelled):
+            engine.ask(scene, QUESTION, AskOptions(mode="dip", max_new_tokens=2), cancel=token)
+    finally:
+        handle.remove()
+    assert forwards == [1]
+    again = engine.ask(scene, QUESTION, AskOptions(mode="dip", max_new_tokens=2), cancel=CancelToken())
+    assert again.text == answers["dip"].text and again.trace["tiles"] == answers["dip"].trace["tiles"]
+
+
 def test_history_goes_into_the_prompt(engine, scene, answers):
     answer = engine.ask(scene, "And how many cars?", AskOptions(
         mode="thumbnail", history=((QUESTION, "three"),), max_new_tokens=1))

@@ -52,6 +52,9 @@ def test_ask_bad_input_writes_no_heatmap(tiny_bundle, images, capsys, tmp_path):
     assert code == 2 and "outside the raster" in capsys.readouterr().err
     code = main(["ask", str(images / "a.tif"), QUESTION, "--model", str(tmp_path / "none")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+    code = main(["ask", str(images / "a.tif"), QUESTION, "--model", str(tiny_bundle),
+                 "--memory-limit-mb", "0.01", "--heatmap", str(heat)])
+    assert code == 2 and "raise memory_limit_mb" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 
 

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--full-token-limit", type=int, default=30000,
                         help="mode full refuses images above this many image tokens")
+    parser.add_argument("--memory-limit-mb", type=float, default=None,
+                        help="refuse, before reading, an RFM pass or LLM prefill estimated above "
+                             "this (default: 80%% of the memory available)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
     parser.add_argument("--heatmap", default=None, help="write the heat cells to OUT.gpkg or OUT.geojson")
@@ -134,6 +137,7 @@ def run(args) -> int:
                          scope=parse_scope(args.scope), history=read_history(args.history),
                          bands=parse_bands(args.bands), max_new_tokens=args.max_new_tokens,
                          full_token_limit=args.full_token_limit, overview_cache_dir=args.cache_dir,
+                         memory_limit_mb=args.memory_limit_mb,
                          selection=args.selection)
     if not str(args.question).strip():
         from ..engine.errors import InputError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import List, Tuple
 
 from ..setup_advice import runtime_setup_advice
-from .errors import RuntimeSetupError
+from .errors import Cancelled, RuntimeSetupError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -46,3 +46,25 @@ def make_session(path, device: str = "auto", threads: int = 0) -> Tuple[object, 
         raise RuntimeSetupError(f"CUDA was requested for {path} but ONNX Runtime fell back to "
                                 f"{actual}: check the CUDA/cuDNN libraries or choose the CPU device.")
     return session, actual
+
+
+def run_session(session, outputs: List[str], feeds: dict, cancel=None) -> list:
+    """session.run, interruptible: a cancel from another thread sets the run's terminate flag,
+    ONNX Runtime stops at its next node and the run raises Cancelled. The session stays usable."""
+    if cancel is None:
+        return session.run(outputs, feeds)
+    import onnxruntime as ort
+
+    cancel.raise_if_cancelled()
+    run_options = ort.RunOptions()   # one per run: its terminate flag never resets
+
+    def terminate() -> None:
+        run_options.terminate = True
+
+    with cancel.on_cancel(terminate):
+        try:
+            return session.run(outputs, feeds, run_options)
+        except Exception as exc:   # ORT raises its own RuntimeException on terminate
+            if cancel.cancelled:
+                raise Cancelled() from None
+            raise

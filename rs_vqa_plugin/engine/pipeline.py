@@ -14,8 +14,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import budget
 from .answer import Answer
-from .cost import MODES, ModelDims, run_flops
+from .cost import MODES, ModelDims, keep_count, run_flops
 from .errors import InputError
 from .prompt import prepare_question
 from .progress import CancelToken, EventSink, emit, progress_event, token_event
@@ -38,7 +39,10 @@ class AskOptions:
     history: Tuple[Tuple[str, str], ...] = ()
     bands: Optional[Sequence[int]] = None
     max_new_tokens: int = 32
-    full_token_limit: int = 30000
+    full_token_limit: int = 30000           # mode 'full': image tokens at most
+    # Planned peak memory of one RFM pass or the LLM prefill, checked before any tile is read.
+    # None: 80% of the memory available when asking (engine/budget.py).
+    memory_limit_mb: Optional[float] = None
     overview_cache_dir: Optional[str] = None
     selection: Optional[str] = None         # None: the bundle's ('paper', 'mass', 'mass:k=v,...')
     # Diagnostic for the benchmark scripts, not for users: score every token by its overlap with
@@ -111,6 +115,7 @@ class Engine:
                               ffn=int(config.get("intermediate_size") or 4 * self.manifest.hidden_size),
                               layers=int(config.get("num_hidden_layers") or 1),
                               rfm_layers=len(self.manifest.rfm.get("layers") or []))
+        self.budget_dims = budget.dims_of(self.bundle, self.llm)
 
     # ------------------------------------------------------------------ checks
     def _resolve(self, options: AskOptions) -> Tuple[float, int]:
@@ -146,7 +151,7 @@ class Engine:
     # ------------------------------------------------------------------ ask
     def ask(self, raster_path, question, options: Optional[AskOptions] = None,
             events: Optional[EventSink] = None, cancel: Optional[CancelToken] = None) -> Answer:
-        from .pyramid import level_valid_token_shape, plan_pyramid
+        from .pyramid import plan_pyramid
         from .raster import RasterSource
         from .reader import PyramidReader
         from .scope import scope_window
@@ -174,17 +179,8 @@ class Engine:
             plan = plan_pyramid(source.width, source.height, tile_size=m.tile_size,
                                 token_grid=m.pooled_grid, **m.plan_options())
             start_level = self._start_level(plan, options)
-            if options.mode in ("grid", "full"):
-                rows, cols = level_valid_token_shape(plan, start_level)
-                vision = m.thumbnail_tokens + rows * cols + rows
-                if options.mode == "full" and vision > int(options.full_token_limit):
-                    raise InputError(
-                        f"Mode 'full' would give the language model {vision} image tokens for this "
-                        f"{source.width} x {source.height} px image (all {plan.finest.tile_count()} "
-                        f"tiles of the finest level), above the limit of {options.full_token_limit}: "
-                        "use mode 'dip', ask about a smaller scope, or raise full_token_limit.")
-                self._check_context(text_tokens + 1 + vision + int(options.max_new_tokens),
-                                    f"Mode '{options.mode}' on this image")
+            limit_mb = budget.resolve_limit_mb(options.memory_limit_mb)
+            self._plan_budget(plan, source, options, start_level, text_tokens, alpha, n_max, limit_mb)
             reader = PyramidReader(source, plan)
             if options.blind:
                 # No pixel read: all invalid, which the encoder turns into the mean (0 after
@@ -199,14 +195,14 @@ class Engine:
                                  "masked) in the area asked about: choose another raster, band "
                                  "set or scope.")
             with run.stage("encode", 0.0, "encoding the thumbnail"):
-                thumb = self.vision.encode_thumbnail(thumb_pixels, thumb_valid)
+                thumb = self.vision.encode_thumbnail(thumb_pixels, thumb_valid, cancel=cancel)
                 thumb = np.asarray(thumb, dtype=np.float32).reshape(-1, m.hidden_size)
             prefix = np.asarray(self.llm.embed_ids(prefix_ids), dtype=np.float32)
             suffix = np.asarray(self.llm.embed_ids(suffix_ids), dtype=np.float32)
 
             kept, kept_scores, passes, stop = self._look(run, reader, plan, options.mode, start_level,
                                                          alpha, n_max, prefix, thumb, suffix,
-                                                         selection, options.oracle_box)
+                                                         selection, options.oracle_box, limit_mb)
             final = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline, kept, suffix)
             self._check_context(final.length + int(options.max_new_tokens),
                                 "The kept image tokens with the question and the answer")
@@ -226,6 +222,51 @@ class Engine:
             return Answer(question=question, text=str(text).strip(), mode=options.mode, trace=trace,
                           heat_cells=heat, crs_wkt=source.crs_wkt, raster=str(raster_path))
 
+    def _plan_budget(self, plan, source, options: AskOptions, level: int, text_tokens: int,
+                     alpha: float, n_max: int, limit_mb: Optional[float]) -> None:
+        """Refuse, before any tile is read, a mode whose token count, RFM pass or LLM prefill
+        would not fit: the figure and the way out. dip's passes are bounded here by the larger of
+        level 1 and N_max tiles (every later pass reads at most N_max) and checked exactly again
+        before each pass's tiles are read (_look)."""
+        from .pyramid import level_valid_token_shape
+
+        m, mode = self.manifest, options.mode
+        g, new = m.pooled_grid, int(options.max_new_tokens)
+        base = text_tokens + m.thumbnail_tokens + 1        # + the separator before the HR tokens
+        rfm_tokens = 0
+        if mode == "thumbnail":
+            llm_tokens = text_tokens + m.thumbnail_tokens + new
+            way_out = "shorten the question or the conversation"
+        elif mode == "dip":
+            tiles = max(plan.level(1).tile_count(), n_max)
+            hr, rows = tiles * g * g, tiles * g
+            rfm_tokens = base + hr + rows
+            llm_tokens = base + keep_count(hr, alpha, m.keep_rounding) + rows + new
+            way_out = f"lower N_max (now {n_max}) or ask about a smaller scope"
+        else:
+            rows, cols = level_valid_token_shape(plan, level)
+            vision = m.thumbnail_tokens + rows * cols + rows
+            if mode == "full" and vision > int(options.full_token_limit):
+                raise InputError(
+                    f"Mode 'full' would give the language model {vision} image tokens for this "
+                    f"{source.width} x {source.height} px image (all {plan.finest.tile_count()} "
+                    f"tiles of the finest level), above the limit of {options.full_token_limit}: "
+                    "use mode 'dip', ask about a smaller scope, or raise full_token_limit.")
+            if mode == "prune-only":
+                rfm_tokens = base + rows * cols + rows
+                llm_tokens = base + keep_count(rows * cols, alpha, m.keep_rounding) + rows + new
+            else:
+                llm_tokens = base + rows * cols + rows + new
+                self._check_context(llm_tokens, f"Mode '{mode}' on this image")
+            coarser = f"choose a level below {level}, " if mode != "full" and level > 1 else ""
+            way_out = f"{coarser}use mode 'dip' or ask about a smaller scope"
+        where = f" at level {level}" if mode in ("grid", "prune-only") else ""
+        if rfm_tokens:
+            budget.check(f"Mode '{mode}'{where} would run the region focus module", rfm_tokens,
+                         budget.rfm_pass_mb(self.budget_dims, rfm_tokens), limit_mb, way_out)
+        budget.check(f"Mode '{mode}'{where} would prefill the language model", llm_tokens,
+                     budget.llm_prefill_mb(self.budget_dims, llm_tokens), limit_mb, way_out)
+
     def _start_level(self, plan, options: AskOptions) -> int:
         if options.mode == "dip":
             return 1
@@ -241,7 +282,7 @@ class Engine:
 
     # ------------------------------------------------------------------ Algorithm 1
     def _look(self, run: _Run, reader, plan, mode: str, level: int, alpha: float, n_max: int,
-              prefix, thumb, suffix, selection, oracle_box=None):
+              prefix, thumb, suffix, selection, oracle_box=None, limit_mb=None):
         """Read, encode, score and select until the stop rule; returns the kept HR tokens."""
         from .selection import next_step
         from .select import top_alpha
@@ -253,6 +294,9 @@ class Engine:
         passes: List[_Pass] = []
         rounding = self.manifest.keep_rounding
         while True:
+            if use_rfm and oracle_box is None:
+                self._pass_budget(plan, level, tiles, len(prefix) + len(thumb) + 1 + len(suffix),
+                                  n_max, limit_mb)
             tokens = self._encode_level(run, reader, plan, level, tiles)
             if not use_rfm:
                 passes.append(_Pass(level, tiles, tokens, None, 0))
@@ -263,7 +307,8 @@ class Engine:
                     scores = _box_scores(plan, level, tokens, oracle_box)
                 else:
                     scores = np.asarray(self.rfm.score(sequence.embeds, sequence.hr_mask,
-                                                       sequence.query_index), dtype=np.float32)
+                                                       sequence.query_index, cancel=run.cancel),
+                                        dtype=np.float32)
                     scores = scores[sequence.hr_positions]
             passes.append(_Pass(level, tiles, tokens, scores, sequence.length))
             with run.stage("select", 0.0, f"level {level}: choosing where to look ({selection.name})"):
@@ -278,6 +323,15 @@ class Engine:
                 keep = top_alpha(scores, alpha, rounding)
             return tokens.subset(keep), scores[keep], passes, stop
 
+    def _pass_budget(self, plan, level: int, tiles, other_tokens: int, n_max: int,
+                     limit_mb: Optional[float]) -> None:
+        """One RFM pass, checked before its tiles are read (newline rows bounded by the tiles')."""
+        g = self.manifest.pooled_grid
+        tokens = other_tokens + len(tiles) * (g * g + g)
+        budget.check(f"The level {level} pass over {len(tiles)} tiles would run the region focus "
+                     "module", tokens, budget.rfm_pass_mb(self.budget_dims, tokens), limit_mb,
+                     f"lower N_max (now {n_max}) or ask about a smaller scope")
+
     def _encode_level(self, run: _Run, reader, plan, level: int, tiles) -> LevelTokens:
         from .pyramid import level_valid_token_shape
 
@@ -289,7 +343,8 @@ class Engine:
                                          f"{start + len(batch)} of {len(tiles)}"):
                 pixels, valid = reader.read_tiles(level, batch)
             with run.stage("encode", done, f"level {level}: encoding {len(batch)} tiles"):
-                features.append(np.asarray(self.vision.encode_tiles(pixels, valid), dtype=np.float32))
+                features.append(np.asarray(self.vision.encode_tiles(pixels, valid, cancel=run.cancel),
+                                           dtype=np.float32))
         run.emit(progress_event("encode", 1.0, f"level {level}: {len(tiles)} tiles encoded"))
         return level_tokens(plan, level, tiles, np.concatenate(features, axis=0),
                             level_valid_token_shape(plan, level))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .errors import Cancelled
 
@@ -12,13 +13,37 @@ EventSink = Callable[[Event], None]
 
 
 class CancelToken:
-    """Thread-safe flag; long loops call raise_if_cancelled() between units of work."""
+    """Thread-safe flag; long loops call raise_if_cancelled() between units of work, and a call
+    that cannot poll (an ONNX Runtime run) registers a callback that interrupts it from the
+    cancelling thread."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: List[Callable[[], None]] = []
 
     def cancel(self) -> None:
-        self._event.set()
+        with self._lock:
+            self._event.set()
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback()
+
+    @contextmanager
+    def on_cancel(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Within the block, cancel() also calls callback (at once if already cancelled)."""
+        with self._lock:
+            already = self._event.is_set()
+            if not already:
+                self._callbacks.append(callback)
+        if already:
+            callback()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
 
     @property
     def cancelled(self) -> bool:

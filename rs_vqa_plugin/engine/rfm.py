@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .onnx_session import make_session
+from .onnx_session import make_session, run_session
 
 
 class RegionFocus:
@@ -16,7 +16,9 @@ class RegionFocus:
         self.hidden_size = bundle.manifest.hidden_size
         self.session, self.provider = make_session(bundle.rfm_path, device, threads)
 
-    def score(self, embeds: np.ndarray, hr_mask: np.ndarray, query_index: int) -> np.ndarray:
+    def score(self, embeds: np.ndarray, hr_mask: np.ndarray, query_index: int,
+              cancel=None) -> np.ndarray:
+        """cancel (a CancelToken) interrupts the run from another thread: Cancelled."""
         embeds = np.asarray(embeds, dtype=np.float32)
         hr_mask = np.asarray(hr_mask, dtype=bool)
         if embeds.ndim != 2 or embeds.shape[1] != self.hidden_size:
@@ -30,4 +32,4 @@ class RegionFocus:
             raise InputError(f"query_index {query_index} is outside the sequence of {length}.")
         feeds = {"inputs_embeds": np.ascontiguousarray(embeds[None]), "hr_mask": hr_mask,
                  "query_index": np.asarray(int(query_index), dtype=np.int64)}
-        return self.session.run(["scores"], feeds)[0].astype(np.float32, copy=False)
+        return run_session(self.session, ["scores"], feeds, cancel)[0].astype(np.float32, copy=False)

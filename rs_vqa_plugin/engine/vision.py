@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import InputError
-from .onnx_session import make_session
+from .onnx_session import make_session, run_session
 
 # Tiles per ONNX Runtime call: bounds peak memory (CLIP-L activations are ~100 MB per tile).
 BATCH = 8
@@ -34,21 +34,23 @@ class VisionEncoder:
             x[~np.asarray(valid, dtype=bool)] = 0.0
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
-    def _run(self, pixels, valid, output: str) -> np.ndarray:
+    def _run(self, pixels, valid, output: str, cancel=None) -> np.ndarray:
         x = self.normalise(np.asarray(pixels), valid)
-        chunks = [self.session.run([output], {"pixels": x[i:i + BATCH]})[0]
+        chunks = [run_session(self.session, [output], {"pixels": x[i:i + BATCH]}, cancel)[0]
                   for i in range(0, x.shape[0], BATCH)]
         return np.concatenate(chunks, axis=0) if chunks else np.zeros(
             (0, (self.pooled_grid if output == "pooled" else self.patch_grid) ** 2,
              self.hidden_size), np.float32)
 
-    def encode_tiles(self, pixels: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    def encode_tiles(self, pixels: np.ndarray, valid: Optional[np.ndarray] = None,
+                     cancel=None) -> np.ndarray:
         g = self.pooled_grid
-        out = self._run(pixels, valid, "pooled")
+        out = self._run(pixels, valid, "pooled", cancel)
         return out.reshape(out.shape[0], g, g, self.hidden_size).astype(np.float32, copy=False)
 
-    def encode_thumbnail(self, pixels: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    def encode_thumbnail(self, pixels: np.ndarray, valid: Optional[np.ndarray] = None,
+                         cancel=None) -> np.ndarray:
         G = self.patch_grid
         out = self._run(np.asarray(pixels)[None], None if valid is None else
-                        np.asarray(valid)[None], "tokens")
+                        np.asarray(valid)[None], "tokens", cancel)
         return out.reshape(G, G, self.hidden_size).astype(np.float32, copy=False)
