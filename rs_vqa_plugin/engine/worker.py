@@ -24,7 +24,8 @@ EngineFactory = Callable[[str, str, Callable], Any]
 HEARTBEAT_SECONDS = 1.0
 # AskOptions fields a request may set; anything else is refused with a clear message.
 ASK_OPTION_FIELDS = ("mode", "alpha", "n_max", "level", "scope", "history", "bands",
-                     "max_new_tokens", "full_token_limit", "overview_cache_dir", "selection")
+                     "max_new_tokens", "full_token_limit", "overview_cache_dir", "selection",
+                     "memory_limit_mb")
 
 
 def default_engine_factory(model: str, device: str, events: Callable) -> Any:
