@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 APT_PACKAGES=(qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-venv
-              xvfb xauth imagemagick wordnet-base)
+              xvfb xauth imagemagick wordnet-base strace)
 
 say() { printf '\033[1m[rs-vqa]\033[0m %s\n' "$*" >&2; }
 

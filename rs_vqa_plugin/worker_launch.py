@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Mapping
 
+from .engine.offline import OFFLINE_ENVIRONMENT
 from .paths import PACKAGE_DIR
 
 WORKER_ARGS: List[str] = ["-u", "-m", "rs_vqa_plugin", "worker"]
@@ -21,6 +22,6 @@ def worker_environment(base: Mapping[str, str]) -> Dict[str, str]:
     env = dict(base)
     parent = worker_cwd()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH")) if p)
-    env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(OFFLINE_ENVIRONMENT, PYTHONUNBUFFERED="1")
     env.pop("PYTHONHOME", None)     # QGIS may set it for its own embedded Python
     return env

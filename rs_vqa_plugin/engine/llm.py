@@ -14,6 +14,7 @@ import numpy as np
 
 from ..setup_advice import runtime_setup_advice
 from .errors import BundleError, InputError, RuntimeSetupError
+from .offline import keep_offline
 from .prompt import IMAGE_PLACEHOLDER, USER_TURN, prompt_ids
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -61,6 +62,7 @@ class LanguageModel:
     PREFILL_CHUNK = 1024
 
     def __init__(self, bundle, device: str = "auto", dtype: Optional[str] = None):
+        keep_offline()   # before transformers (and huggingface_hub) are imported
         torch = _torch()
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging

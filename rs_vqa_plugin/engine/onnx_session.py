@@ -6,6 +6,7 @@ from typing import List, Tuple
 
 from ..setup_advice import runtime_setup_advice
 from .errors import Cancelled, RuntimeSetupError
+from .offline import keep_offline
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -14,6 +15,7 @@ def resolve_providers(device: str = "auto") -> List[str]:
     """Providers to ask for, best first. 'auto' asks for CUDA only where this onnxruntime has it."""
     if device not in DEVICES:
         raise RuntimeSetupError(f"Unknown device '{device}': choose one of {', '.join(DEVICES)}.")
+    keep_offline()   # before onnxruntime loads: its telemetry starts at import
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -33,14 +35,14 @@ def resolve_providers(device: str = "auto") -> List[str]:
 def make_session(path, device: str = "auto", threads: int = 0) -> Tuple[object, str]:
     """Return (InferenceSession, provider that really runs). onnxruntime-gpu silently falls back
     to CPU when CUDA cannot start, so the answer comes from get_providers(), not from the request."""
+    providers = resolve_providers(device)   # sets the offline switches before the import
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), sess_options=options,
-                                   providers=resolve_providers(device))
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     actual = session.get_providers()[0]
     if device == "cuda" and actual != "CUDAExecutionProvider":
         raise RuntimeSetupError(f"CUDA was requested for {path} but ONNX Runtime fell back to "
