@@ -119,3 +119,101 @@ def test_rfm_layers_beyond_llm_depth(bundle_copy):
 def test_not_a_bundle(tmp_path):
     assert "manifest.json is missing" in _error(tmp_path)
     assert "does not exist" in _error(tmp_path / "nope")
+
+
+# ---- values the engine cannot use are found at load time, naming manifest.json and the key
+@pytest.mark.parametrize("key, value", [
+    ("alpha", 0), ("alpha", 2), ("alpha", "0.25"), ("tile_size", "112"), ("tile_size", 0),
+    ("image_std", [0.27, 0.0, 0.28]), ("image_std", [0.27, 0.26]), ("image_mean", "grey"),
+    ("n_max", -1), ("n_max", 2.5), ("hidden_size", True), ("patch_grid", -8),
+    ("thumbnail_size", None), ("rfm", [1, 2]), ("chat", "chatml"), ("tokens_per_tile", 15),
+])
+def test_bad_manifest_values_name_the_key(bundle_copy, key, value):
+    _edit_json(bundle_copy / "manifest.json", **{key: value})
+    message = _error(bundle_copy)
+    assert "manifest.json" in message and f"'{key}'" in message and repr(value) in message
+
+
+@pytest.mark.parametrize("key, value", [("template", 5), ("stop_tokens", "<|im_end|>")])
+def test_bad_chat_values_name_the_key(bundle_copy, key, value):
+    data = json.loads((bundle_copy / "manifest.json").read_text())
+    data["chat"][key] = value
+    (bundle_copy / "manifest.json").write_text(json.dumps(data))
+    message = _error(bundle_copy)
+    assert "manifest.json" in message and f"'chat.{key}'" in message
+
+
+def test_format_version_below_one(bundle_copy):
+    _edit_json(bundle_copy / "manifest.json", format_version=0)
+    assert "'format_version'" in _error(bundle_copy)
+
+
+@pytest.mark.parametrize("size", [0, 7, 100, -1000, -1])
+def test_truncated_llm_weights(bundle_copy, size):
+    weights = bundle_copy / "llm" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:size] if size >= 0 else data[:size])
+    message = _error(bundle_copy)
+    assert "llm/model.safetensors" in message and "truncated" in message
+
+
+def test_integer_embeddings_refused(bundle_copy):
+    import numpy as np
+
+    np.savez(bundle_copy / "embeddings.npz", image_newline=np.zeros(64, np.int64),
+             image_separator=np.zeros(64, np.float32))
+    message = _error(bundle_copy)
+    assert "embeddings.npz" in message and "int64" in message
+
+
+def test_vision_onnx_with_double_pixels_refused(bundle_copy):
+    import onnx
+
+    path = bundle_copy / "vision.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+    onnx.save(model, str(path))
+    message = _error(bundle_copy)
+    assert "vision.onnx" in message and "'pixels'" in message and "double" in message
+
+
+# ---- what only the libraries can find says which file is at fault, never a traceback
+def _load_error(path) -> str:
+    from rs_vqa_plugin.engine.pipeline import Engine
+
+    with pytest.raises(BundleError) as info:
+        Engine(path, device="cpu")
+    return str(info.value)
+
+
+def test_unknown_model_type_never_advises_remote_code(bundle_copy):
+    _edit_json(bundle_copy / "llm" / "config.json", model_type="florbnet")
+    message = _load_error(bundle_copy)
+    assert "llm/config.json" in message and "'florbnet'" in message
+    assert "trust_remote_code" not in message
+
+
+def test_chat_template_that_cannot_render_fails_the_load(bundle_copy):
+    data = json.loads((bundle_copy / "manifest.json").read_text())
+    data["chat"]["template"] = "{{ raise_exception('no system role here') }}"
+    (bundle_copy / "manifest.json").write_text(json.dumps(data))
+    message = _load_error(bundle_copy)
+    assert "manifest.json (chat.template)" in message and "no system role here" in message
+
+
+def test_unreadable_tokenizer_names_it(bundle_copy):
+    (bundle_copy / "llm" / "tokenizer.json").write_text('{"version": "1.0"}')
+    message = _load_error(bundle_copy)
+    assert "tokenizer" in message and "llm" in message
+
+
+def test_onnx_runtime_refusal_names_the_file(bundle_copy):
+    import onnx
+
+    # A graph onnx reads but ONNX Runtime refuses: an operator that does not exist.
+    path = bundle_copy / "rfm.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    model.graph.node[0].op_type = "NoSuchOperator"
+    onnx.save(model, str(path))
+    message = _load_error(bundle_copy)
+    assert "rfm.onnx" in message and "ONNX Runtime cannot load" in message

@@ -8,6 +8,8 @@ llm/ (transformers causal-LM folder + tokenizer, safetensors only), embeddings.n
 from __future__ import annotations
 
 import json
+import math
+import struct
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -93,6 +95,7 @@ class Manifest:
         if missing:
             raise BundleError(f"{source} lacks {', '.join(missing)}: the bundle is incomplete; "
                               "re-create it with `python -m rs_vqa_plugin convert`.")
+        check_manifest_values(data, source)
         known = {k: v for k, v in data.items() if k in names and k != "extra"}
         extra = {k: v for k, v in data.items() if k not in names}
         return cls(**known, extra=extra)
@@ -100,6 +103,64 @@ class Manifest:
     def write(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n",
                               encoding="utf-8")
+
+
+# ------------------------------------------------------------------ manifest values
+POSITIVE_INTS = ("tile_size", "patch_size", "patch_grid", "pooled_grid", "hidden_size",
+                 "thumbnail_size", "n_max")
+OBJECTS = ("rfm", "chat", "provenance", "vision", "llm", "embeddings", "pyramid", "selection")
+CHAT_TEXTS = ("template", "system_prompt", "image_placeholder", "user_turn", "question_text")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_manifest_values(data: dict, source: str = MANIFEST) -> None:
+    """Refuse values the engine cannot use, at load time and naming the key, instead of a
+    traceback (or a silently wrong answer) in the middle of a question."""
+    def bad(key: str, wanted: str) -> BundleError:
+        return BundleError(f"{source}: '{key}' must be {wanted}, but it is {data[key]!r}: correct "
+                           "it, or re-create the bundle with `python -m rs_vqa_plugin convert`.")
+
+    for key in POSITIVE_INTS:
+        if key in data and not (_is_int(data[key]) and data[key] >= 1):
+            raise bad(key, "a whole number of at least 1")
+    for key, count in (("tokens_per_tile", "pooled_grid"), ("thumbnail_tokens", "patch_grid")):
+        if data.get(key) and data[key] != data[count] ** 2:
+            raise bad(key, f"{count} squared ({data[count] ** 2}) or absent")
+    if "alpha" in data and not (_is_number(data["alpha"]) and 0.0 < data["alpha"] <= 1.0):
+        raise bad("alpha", "a keep ratio above 0 and at most 1 (the paper uses 0.25)")
+    for key in ("image_mean", "image_std"):
+        value = data[key]
+        if not (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))):
+            raise bad(key, "a list of three numbers (R, G, B)")
+    if not all(v > 0 for v in data["image_std"]):
+        raise bad("image_std", "three numbers above 0 (pixels are divided by them)")
+    for key in ("family", "newline", "separator", "licence", "name"):
+        if key in data and not isinstance(data[key], str):
+            raise bad(key, "a string")
+    for key in OBJECTS:
+        if key in data and not isinstance(data[key], dict):
+            raise bad(key, "a JSON object")
+    layers = (data.get("rfm") or {}).get("layers")
+    if layers is not None and not (isinstance(layers, list) and all(
+            _is_int(v) and v >= 0 for v in layers)):
+        raise BundleError(f"{source}: 'rfm.layers' must be a list of layer numbers (0 or more), "
+                          f"but it is {layers!r}: re-create the bundle.")
+    chat = data.get("chat") or {}
+    for key in CHAT_TEXTS:
+        if chat.get(key) is not None and not isinstance(chat[key], str):
+            raise BundleError(f"{source}: 'chat.{key}' must be a string (or absent), but it is "
+                              f"{chat[key]!r}: correct it, or re-create the bundle.")
+    stops = chat.get("stop_tokens")
+    if stops is not None and not (isinstance(stops, list) and all(isinstance(t, str) for t in stops)):
+        raise BundleError(f"{source}: 'chat.stop_tokens' must be a list of strings, but it is "
+                          f"{stops!r}: correct it, or re-create the bundle.")
 
 
 @dataclass
@@ -127,8 +188,9 @@ def read_manifest(root) -> Manifest:
     if not isinstance(data, dict):
         raise BundleError(f"{path} must hold a JSON object.")
     version = data.get("format_version")
-    if not isinstance(version, int):
-        raise BundleError(f"{path} has no integer format_version.")
+    if not _is_int(version) or version < 1:
+        raise BundleError(f"{path}: 'format_version' must be a whole number of at least 1, but "
+                          f"it is {version!r}: re-create the bundle.")
     if version > FORMAT_VERSION:
         raise BundleError(f"{path} is bundle format {version}; this plugin reads format "
                           f"{FORMAT_VERSION} at most: update the plugin, or re-convert the model.")
@@ -167,23 +229,68 @@ def _llm_hidden_size(config: dict) -> Optional[int]:
     return int(text["hidden_size"]) if "hidden_size" in text else None
 
 
-def _check_llm_dir(llm_dir: Path, hidden: int) -> dict:
-    if not llm_dir.is_dir():
-        raise BundleError(f"{llm_dir} is missing: the bundle has no language model folder.")
-    config_path = llm_dir / "config.json"
+def read_llm_config(llm_dir: Path) -> dict:
+    config_path = Path(llm_dir) / "config.json"
     if not config_path.is_file():
         raise BundleError(f"{config_path} is missing: llm/ is not a transformers model folder.")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{config_path} is not valid JSON ({exc}).") from exc
-    if list(llm_dir.glob("*.safetensors")) == []:
+    if not isinstance(config, dict):
+        raise BundleError(f"{config_path} must hold a JSON object.")
+    return config
+
+
+def context_tokens(manifest: Manifest, llm_config: dict) -> int:
+    """How many tokens the LLM reads at most: the length the model was trained at when the bundle
+    records it (a converted checkpoint's tokenizer_model_max_length; positions beyond it were
+    never seen in training), else the config's max_position_embeddings, else 4096."""
+    text = llm_config.get("text_config") or {}
+    for value in (manifest.llm.get("max_context"), llm_config.get("max_position_embeddings"),
+                  text.get("max_position_embeddings")):
+        if _is_int(value) and value > 0:
+            return int(value)
+    return 4096
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header must parse and the tensors it lists must fit the file: a truncated copy is
+    found here, with the file named, not as a safetensors traceback when the weights load."""
+    size = path.stat().st_size
+    damaged = (f"{path} is damaged or truncated ({size} bytes): copy the bundle again or "
+               "re-create it with `python -m rs_vqa_plugin convert`.")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise BundleError(damaged)
+        (length,) = struct.unpack("<Q", head)
+        if length > size - 8:
+            raise BundleError(damaged)
+        try:
+            header = json.loads(handle.read(length).decode("utf-8"))
+            ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise BundleError(damaged) from None
+    if 8 + length + max(ends, default=0) != size:
+        raise BundleError(damaged)
+
+
+def _check_llm_dir(llm_dir: Path, hidden: int) -> dict:
+    if not llm_dir.is_dir():
+        raise BundleError(f"{llm_dir} is missing: the bundle has no language model folder.")
+    config_path = llm_dir / "config.json"
+    config = read_llm_config(llm_dir)
+    weights = sorted(llm_dir.glob("*.safetensors"))
+    if not weights:
         pickles = sorted(p.name for p in llm_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
             raise BundleError(f"{llm_dir / pickles[0]}: the LLM weights are pickle files, which "
                               "can run arbitrary code when loaded and are refused. Convert them "
                               "to safetensors (re-run `convert` on the source model).")
         raise BundleError(f"{llm_dir} has no *.safetensors weights.")
+    for path in weights:
+        _check_safetensors(path)
     if not any((llm_dir / name).is_file() for name in TOKENIZER_FILES):
         raise BundleError(f"{llm_dir / TOKENIZER_FILES[0]} is missing: llm/ has no tokenizer "
                           "(tokenizer.json or tokenizer.model); re-create the bundle.")
@@ -237,6 +344,7 @@ def _check_vision(path: Path, m: Manifest) -> None:
     inputs = _io(model, path, "input", ["pixels"])
     outputs = _io(model, path, "output", ["tokens", "pooled"])
     pixels = inputs["pixels"]
+    _check_float_io(model, path)
     if len(pixels) != 4 or pixels[1:] != [3, m.tile_size, m.tile_size]:
         raise BundleError(f"{path} takes pixels {pixels} but manifest.json says tiles of "
                           f"{m.tile_size} px ([N, 3, {m.tile_size}, {m.tile_size}]).")
@@ -252,8 +360,22 @@ def _check_vision(path: Path, m: Manifest) -> None:
                               f"manifest.json implies {count}.")
 
 
+def _check_float_io(model, path: Path) -> None:
+    """Our inputs and outputs are float32 tensors, except the RFM's mask and query index."""
+    import onnx
+
+    integer_ok = {"hr_mask", "query_index"}
+    for value in list(model.graph.input) + list(model.graph.output):
+        kind = value.type.tensor_type.elem_type
+        if value.name not in integer_ok and kind != onnx.TensorProto.FLOAT:
+            raise BundleError(f"{path} declares '{value.name}' as "
+                              f"{onnx.TensorProto.DataType.Name(kind).lower()}, not float32: not "
+                              f"an rs-vqa {path.name}; re-create the bundle.")
+
+
 def _check_rfm(path: Path, hidden: int) -> None:
     model = _onnx_model(path)
+    _check_float_io(model, path)
     inputs = _io(model, path, "input", ["inputs_embeds", "hr_mask", "query_index"])
     _io(model, path, "output", ["scores"])
     dims = inputs["inputs_embeds"]
@@ -296,13 +418,17 @@ def _check_geometry(manifest_path: Path, m: Manifest) -> None:
 def _read_embeddings(path: Path, hidden: int):
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
+            arrays = {k: np.asarray(data[k]) for k in data.files}
     except Exception as exc:
         raise BundleError(f"{path} is not a readable .npz of arrays ({exc}).") from exc
     out = []
     for key in ("image_newline", "image_separator"):
         if key not in arrays:
             raise BundleError(f"{path} lacks '{key}'; re-create the bundle.")
+        if not np.issubdtype(arrays[key].dtype, np.floating):
+            raise BundleError(f"{path} '{key}' holds {arrays[key].dtype} values, not floating "
+                              "point embeddings; re-create the bundle.")
+        arrays[key] = arrays[key].astype(np.float32)
         if arrays[key].shape != (hidden,):
             raise BundleError(f"{path} '{key}' has shape {arrays[key].shape} but llm/ expects "
                               f"hidden size {hidden}.")

@@ -7,15 +7,17 @@ LanguageModel is made, so importing this module stays cheap for the GUI.
 from __future__ import annotations
 
 import inspect
+import re
 from contextlib import contextmanager
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..setup_advice import runtime_setup_advice
+from .bundle import context_tokens
 from .errors import BundleError, InputError, RuntimeSetupError
 from .offline import keep_offline
-from .prompt import IMAGE_PLACEHOLDER, USER_TURN, prompt_ids
+from .prompt import DEFAULT_TEMPLATES, IMAGE_PLACEHOLDER, USER_TURN, prompt_ids
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -52,6 +54,41 @@ def resolve_dtype(device: str, dtype: Optional[str]):
     return getattr(torch, dtype)
 
 
+def _reason(exc: BaseException) -> str:
+    """One line of a library's error, without advice we must not give (we never run code from
+    a model folder, so "trust_remote_code=True" is never the fix)."""
+    text = " ".join(str(exc).split())
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if "remote" not in s.lower()]
+    return f"{type(exc).__name__}: {' '.join(sentences)}"[:400].rstrip(": ")
+
+
+def _load_part(what: str, llm_dir, load):
+    try:
+        return load()
+    except MemoryError:
+        raise
+    except Exception as exc:   # tokenizers/safetensors/torch raise their own types for bad files
+        raise BundleError(f"Cannot load the language model's {what} from {llm_dir} "
+                          f"({_reason(exc)}): re-create the bundle with "
+                          "`python -m rs_vqa_plugin convert`.") from exc
+
+
+def _check_model_type(config_path, config: dict) -> None:
+    """Only architectures implemented inside transformers load: an unknown model_type would make
+    transformers suggest running code from the model folder, which we never do."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise BundleError(
+            f"{config_path}: model_type {model_type!r} is not an architecture that transformers "
+            f"{transformers.__version__} implements, and rs-vqa never runs model code shipped in "
+            f"a model folder. Convert a model of a supported family "
+            f"({', '.join(DEFAULT_TEMPLATES)}), or, if this type is newer than the installed "
+            "transformers, update the runtime with ./build.sh setup.")
+
+
 class LanguageModel:
     """The bundle's causal LM: prompt_segments, embed_ids, generate."""
 
@@ -73,16 +110,16 @@ class LanguageModel:
         if not list(llm_dir.glob("*.safetensors")):
             raise BundleError(f"{llm_dir} has no *.safetensors weights; pickle weights are "
                               "refused because loading them can run arbitrary code.")
+        _check_model_type(llm_dir / "config.json", bundle.llm_config)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, dtype)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(llm_dir, local_files_only=True,
-                                                           trust_remote_code=False)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                llm_dir, use_safetensors=True, trust_remote_code=False, local_files_only=True,
-                dtype=self.dtype).to(self.device).eval()
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"Cannot load the language model from {llm_dir}: {exc}") from exc
+        self.tokenizer = _load_part("tokenizer (tokenizer.json, tokenizer_config.json)", llm_dir,
+                                    lambda: AutoTokenizer.from_pretrained(
+                                        llm_dir, local_files_only=True, trust_remote_code=False))
+        self.model = _load_part("weights", llm_dir, lambda: AutoModelForCausalLM.from_pretrained(
+            llm_dir, use_safetensors=True, trust_remote_code=False, local_files_only=True,
+            dtype=self.dtype))
+        self.model = self.model.to(self.device).eval()
         chat = bundle.manifest.chat or {}
         self.template: Optional[str] = chat.get("template") or None
         self.system_prompt: Optional[str] = chat.get("system_prompt") or None
@@ -90,10 +127,7 @@ class LanguageModel:
         self.user_turn: str = chat.get("user_turn") or USER_TURN
         self.question_text: str = chat.get("question_text") or "normalised"
         config = self.model.config
-        # The length the model was trained at (a converted checkpoint's tokenizer_model_max_length)
-        # when the bundle records it: positions beyond it were never seen in training.
-        self.max_context: int = int(bundle.manifest.llm.get("max_context")
-                                    or getattr(config, "max_position_embeddings", 0) or 4096)
+        self.max_context: int = context_tokens(bundle.manifest, bundle.llm_config)
         self.hidden_size: int = int(config.hidden_size)
         self.stop_ids = self._stop_ids(chat.get("stop_tokens") or [])
         self._embedding = self.model.get_input_embeddings()
@@ -101,6 +135,8 @@ class LanguageModel:
         # transformers 5.x renamed past_key_values to cache; accept either.
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._torch = torch
+        # A template that cannot render fails the load, not the first question.
+        self.prompt_segments("Does the chat template render?")
 
     def _stop_ids(self, stop_tokens: Sequence[str]) -> set:
         ids = set()

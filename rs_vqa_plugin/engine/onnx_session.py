@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import List, Tuple
 
 from ..setup_advice import runtime_setup_advice
-from .errors import Cancelled, RuntimeSetupError
+from .errors import BundleError, Cancelled, RuntimeSetupError
 from .offline import keep_offline
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,7 +42,13 @@ def make_session(path, device: str = "auto", threads: int = 0) -> Tuple[object, 
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except _model_errors() as exc:   # a graph it cannot run (device failures are not caught)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"ONNX Runtime cannot load {path} ({first[:300]}): the file does not "
+                          "match this runtime or is damaged; re-create the bundle with "
+                          "`python -m rs_vqa_plugin convert`.") from exc
     actual = session.get_providers()[0]
     if device == "cuda" and actual != "CUDAExecutionProvider":
         raise RuntimeSetupError(f"CUDA was requested for {path} but ONNX Runtime fell back to "
@@ -70,3 +76,12 @@ def run_session(session, outputs: List[str], feeds: dict, cancel=None) -> list:
             if cancel.cancelled:
                 raise Cancelled() from None
             raise
+
+
+def _model_errors() -> tuple:
+    """ONNX Runtime's exception types for a model it cannot read or run."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile",
+             "NotImplemented", "NoModel")
+    return tuple(getattr(state, name) for name in names if hasattr(state, name))
