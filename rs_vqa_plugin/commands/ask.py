@@ -149,6 +149,12 @@ def run(args) -> int:
     open_dataset(args.image)
     scope_window(args.image, options.scope)
     model = resolve_model(args.model)
+    # Before the model loads, and before anything tokenises it: text, and not far too long.
+    from ..engine.bundle import LLM_DIR, context_tokens, read_llm_config, read_manifest
+    from ..engine.question_text import check_question_text
+
+    limit = context_tokens(read_manifest(model), read_llm_config(Path(model) / LLM_DIR))
+    check_question_text(args.question, options.history, limit)
     progress = None if args.quiet else progress_printer()
     if progress:
         progress({"type": "progress", "stage": "load", "fraction": 0.0,

@@ -101,19 +101,34 @@ def score_records(questions: Iterable[dict], answers: Iterable[dict]) -> dict:
     }
 
 
+JSON_KINDS = {bool: "true/false", int: "a number", float: "a number", str: "a string",
+              list: "an array", type(None): "null"}
+
+
 def read_jsonl(path) -> List[dict]:
+    """One JSON object per line (blank lines skipped); any other line is refused by number."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist: give a JSON-lines file (one object per line).")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}, line {number}: not UTF-8 text (byte "
+                                 f"0x{raw[exc.start]:02x}); save the file as UTF-8.") from None
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}, line {number}: not valid JSON ({exc.msg}).") from exc
+            if not isinstance(record, dict):
+                raise InputError(f"{path}, line {number}: {JSON_KINDS.get(type(record), 'a value')} "
+                                 "where one JSON object is expected, e.g. "
+                                 '{"question_id": "q1", "image": "a.tif", "text": "How many ships?"}.')
+            records.append(record)
     return records
 
 
