@@ -2,6 +2,9 @@
 
 Runs in the runtime's Python, never inside QGIS. The model is loaded once and kept warm; a stdin
 reader thread honours cancel while an ask runs; an error is reported as an event, never fatal.
+Every event carries the id of the request it belongs to ("" for ready, heartbeats and lines that
+name no request). Any bytes on stdin get an answer: a line that is not UTF-8 JSON, or longer than
+MAX_REQUEST_BYTES, gets a ProtocolError event and the worker reads on.
 """
 
 from __future__ import annotations
@@ -13,19 +16,53 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, IO, Optional
+from typing import Any, Callable, Dict, IO, Iterator, Optional, Tuple
 
 from .errors import BundleError, Cancelled, InputError, RsVqaError, RuntimeSetupError
 from .progress import CancelToken
+from .question_text import check_question_text
 
 Request = Dict[str, Any]
 EngineFactory = Callable[[str, str, Callable], Any]
 
 HEARTBEAT_SECONDS = 1.0
-# AskOptions fields a request may set; anything else is refused with a clear message.
-ASK_OPTION_FIELDS = ("mode", "alpha", "n_max", "level", "scope", "history", "bands",
-                     "max_new_tokens", "full_token_limit", "overview_cache_dir", "selection",
-                     "memory_limit_mb")
+# One request line at most; a longer one is skipped unread (a question that fits any model's
+# context is far shorter, see question_text.py).
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pairs(value) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in value)
+
+
+# AskOptions fields a request may set, with the JSON they take; anything else is refused.
+ASK_OPTION_CHECKS = {
+    "mode": (lambda v: isinstance(v, str), "a mode name"),
+    "alpha": (lambda v: v is None or _number(v), "a number"),
+    "n_max": (lambda v: v is None or _whole(v), "a whole number"),
+    "level": (_whole, "a whole number"),
+    "scope": (lambda v: v is None or isinstance(v, str) or (
+        isinstance(v, list) and len(v) == 4 and all(map(_number, v))),
+        "[xmin, ymin, xmax, ymax] or polygon WKT"),
+    "history": (lambda v: v is None or _pairs(v), "a list of [question, answer] pairs"),
+    "bands": (lambda v: v is None or (isinstance(v, list) and all(map(_whole, v))),
+              "a list of band numbers"),
+    "max_new_tokens": (_whole, "a whole number"),
+    "full_token_limit": (_whole, "a whole number"),
+    "overview_cache_dir": (lambda v: v is None or isinstance(v, str), "a folder path"),
+    "selection": (lambda v: v is None or isinstance(v, str), "a selection such as 'paper'"),
+    "memory_limit_mb": (lambda v: v is None or _number(v), "a number of MB"),
+}
+ASK_OPTION_FIELDS = tuple(ASK_OPTION_CHECKS)
 
 
 def default_engine_factory(model: str, device: str, events: Callable) -> Any:
@@ -43,10 +80,16 @@ def default_engine_factory(model: str, device: str, events: Callable) -> Any:
 def make_ask_options(options: Dict[str, Any]) -> Any:
     from .pipeline import AskOptions
 
+    if not isinstance(options, dict):
+        raise InputError(f"The ask's options must be a JSON object, not {type(options).__name__}.")
     unknown = sorted(set(options) - set(ASK_OPTION_FIELDS))
     if unknown:
         raise InputError(f"Unknown ask option(s) {', '.join(unknown)}: "
                          f"use only {', '.join(ASK_OPTION_FIELDS)}.")
+    for name, value in options.items():
+        valid, wanted = ASK_OPTION_CHECKS[name]
+        if not valid(value):
+            raise InputError(f"Ask option {name} must be {wanted}, not {value!r:.80}.")
     values = dict(options)
     if isinstance(values.get("scope"), list):
         values["scope"] = tuple(values["scope"])
@@ -102,11 +145,12 @@ class Worker:
         self._lock = threading.Lock()
         self._running_id: Optional[str] = None
         self._running_cancel: Optional[CancelToken] = None
-        self._cancelled_ids: set = set()
+        self._queued_ids: set = set()
+        self._cancelled_ids: set = set()   # queued requests cancelled before they were reached
         self._stop = threading.Event()
 
     # ---- threads -------------------------------------------------------------------------
-    def serve(self, stdin: IO[str]) -> int:
+    def serve(self, stdin: IO[bytes]) -> int:
         reader = threading.Thread(target=self._read_requests, args=(stdin,), daemon=True,
                                   name="rs-vqa-stdin")
         beat = threading.Thread(target=self._heartbeat, daemon=True, name="rs-vqa-heartbeat")
@@ -121,32 +165,36 @@ class Worker:
         self._stop.set()
         return 0
 
-    def _read_requests(self, stdin: IO[str]) -> None:
-        for line in stdin:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                request = json.loads(line)
-                if not isinstance(request, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as exc:
-                self.events.send("", "error", kind="ProtocolError",
-                                 message=f"Unreadable request ({exc}): send one JSON object per line.")
-                continue
-            cmd = request.get("cmd")
-            if cmd == "cancel":
-                self._cancel(str(request.get("target", "")), str(request.get("id", "")))
-            elif cmd == "shutdown":
-                self._cancel_running()
-                self._requests.put(request)
-                self._requests.put(None)
-                return
-            else:
-                self._requests.put(request)
-        # stdin closed: the client is gone, stop after what is running.
-        self._cancel_running()
-        self._requests.put(None)
+    def _read_requests(self, stdin: IO[bytes]) -> None:
+        try:
+            for line in request_lines(stdin, MAX_REQUEST_BYTES):
+                if not self._take(line):
+                    return
+        except Exception:   # never leave a worker that beats but no longer reads its requests
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            # stdin closed (the client is gone) or unreadable: stop after what is running.
+            self._cancel_running()
+            self._requests.put(None)
+
+    def _take(self, line: Optional[bytes]) -> bool:
+        """Act on one line at once (cancel, shutdown) or queue it; False after shutdown."""
+        request, request_id, problem = parse_request(line)
+        if request is None:
+            self.events.send(request_id, "error", kind="ProtocolError", message=problem)
+            return True
+        cmd = request.get("cmd")
+        if cmd == "cancel":
+            self._cancel(str(request.get("target", "")), request_id)
+        elif cmd == "shutdown":
+            self._cancel_running()
+            self._requests.put(request)
+            return False
+        else:
+            with self._lock:
+                self._queued_ids.add(request_id)
+            self._requests.put(request)
+        return True
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_seconds):
@@ -159,9 +207,13 @@ class Worker:
         with self._lock:
             if target and target == self._running_id and self._running_cancel is not None:
                 self._running_cancel.cancel()
-            else:
-                # Not running yet (queued) or already done: a queued ask is dropped when reached.
-                self._cancelled_ids.add(target)
+                return
+            if target in self._queued_ids:
+                self._cancelled_ids.add(target)   # dropped when it is reached
+                return
+        self.events.send(request_id, "error", kind="InputError",
+                         message=f"Nothing to cancel: no request {target!r} is queued or running "
+                                 "(it may have finished already).")
 
     def _cancel_running(self) -> None:
         with self._lock:
@@ -172,11 +224,20 @@ class Worker:
     def _handle(self, request: Request) -> None:
         request_id = str(request.get("id", ""))
         cmd = request.get("cmd")
+        cancel = CancelToken()
+        with self._lock:
+            # Queued -> running in one step, so that a cancel always finds the request.
+            self._queued_ids.discard(request_id)
+            if request_id in self._cancelled_ids:
+                self._cancelled_ids.discard(request_id)
+                cancel.cancel()
+            self._running_id, self._running_cancel = request_id, cancel
         try:
+            cancel.raise_if_cancelled()
             if cmd == "load":
                 self._load(request_id, request)
             elif cmd == "ask":
-                self._ask(request_id, request)
+                self._ask(request_id, request, cancel)
             elif cmd == "shutdown":
                 self.events.send(request_id, "shutdown")
             elif cmd == "ping":
@@ -226,14 +287,7 @@ class Worker:
             self.events.send(request_id, "progress", stage="load", fraction=1.0, message="Model loaded")
         self.events.send(request_id, "loaded", **self.load_info)
 
-    def _ask(self, request_id: str, request: Request) -> None:
-        cancel = CancelToken()
-        with self._lock:
-            if request_id in self._cancelled_ids:
-                self._cancelled_ids.discard(request_id)
-                raise Cancelled()
-            self._running_id = request_id
-            self._running_cancel = cancel
+    def _ask(self, request_id: str, request: Request, cancel: CancelToken) -> None:
         if request.get("model"):
             # Convenience: an ask may name its model; it is loaded (once) before answering.
             self._load(request_id, request)
@@ -242,10 +296,15 @@ class Worker:
         raster, question = request.get("raster"), request.get("question")
         if not raster or not question:
             raise InputError("An ask needs a raster path and a question.")
+        if not isinstance(raster, str) or not isinstance(question, str):
+            raise InputError("An ask's raster path and question must be text.")
         options = make_ask_options(request.get("options") or {})
+        # Before anything tokenises it: a question far beyond the context is refused cheaply.
+        check_question_text(question, options.history,
+                            int(getattr(getattr(self.engine, "llm", None), "max_context", 0) or 0))
         cancel.raise_if_cancelled()
-        answer = self.engine.ask(str(raster), str(question), options,
-                                 events=self._sink(request_id), cancel=cancel)
+        answer = self.engine.ask(raster, question, options, events=self._sink(request_id),
+                                 cancel=cancel)
         cancel.raise_if_cancelled()
         self.events.send(request_id, "answer", answer=answer_as_dict(answer))
 
@@ -255,6 +314,50 @@ class Worker:
             kind = fields.pop("type", "progress")
             self.events.send(request_id, kind, **fields)
         return sink
+
+
+def request_lines(stream: IO[bytes], limit: int) -> Iterator[Optional[bytes]]:
+    """The non-blank lines of a binary stream; None in place of a line longer than `limit`
+    bytes, which is skipped without being held in memory."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit:
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(limit)
+            yield None
+        elif line.strip():
+            yield line
+
+
+def parse_request(line: Optional[bytes]) -> Tuple[Optional[Request], str, str]:
+    """(request, its id, "") or (None, the id if one can be read, what is wrong)."""
+    if line is None:
+        return None, "", (f"A request line longer than {MAX_REQUEST_BYTES // 2 ** 20} MiB was "
+                          "dropped: send one JSON object per line, with shorter text.")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Name the request when its id is readable, so that the client can fail just that one.
+        guess = _request_id(line.decode("utf-8", "replace"))
+        return None, guess, (f"A request line is not UTF-8 (byte 0x{line[exc.start]:02x} at "
+                             f"offset {exc.start}): send UTF-8 JSON, one object per line.")
+    try:
+        request = json.loads(text)
+    except ValueError as exc:
+        return None, "", f"Unreadable request ({exc}): send one JSON object per line."
+    if not isinstance(request, dict):
+        return None, "", "Unreadable request (not a JSON object): send one JSON object per line."
+    return request, str(request.get("id", "")), ""
+
+
+def _request_id(text: str) -> str:
+    try:
+        request = json.loads(text)
+    except ValueError:
+        return ""
+    return str(request.get("id", "")) if isinstance(request, dict) else ""
 
 
 def _engine_device(engine: Any, requested: str) -> str:
@@ -284,7 +387,8 @@ def protocol_streams() -> tuple:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     protocol = os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
-    stdin = open(sys.stdin.fileno(), "r", encoding="utf-8", closefd=False)
+    # Bytes, decoded line by line: one bad line must not end the reader (worker protocol).
+    stdin = open(sys.stdin.fileno(), "rb", closefd=False)
     return stdin, protocol
 
 
