@@ -98,3 +98,18 @@ def test_eval_file_not_utf8_and_non_text_question(tiny_bundle, tmp_path, capsys)
     assert main(args) == 2 and "line 2: not UTF-8 text (byte 0xe9)" in capsys.readouterr().err
     questions.write_text(json.dumps(dict(good, text=5)) + "\n")
     assert main(args) == 2 and "'text' must be a non-empty string" in capsys.readouterr().err
+
+
+def test_engine_refuses_an_overlong_question_before_tokenising(tiny_bundle, tmp_path):
+    import time
+
+    from rs_vqa_plugin.engine.errors import InputError
+    from rs_vqa_plugin.engine.pipeline import Engine
+    from tests.rasters import make_rgb_scene
+
+    engine = Engine(tiny_bundle, device="cpu")
+    scene = make_rgb_scene(tmp_path / "s.tif", size=64)
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="characters long"):
+        engine.ask(scene, "How many ships? " * 700_000)     # about 11 MB
+    assert time.perf_counter() - start < 2.0

@@ -19,6 +19,7 @@ from .answer import Answer
 from .cost import MODES, ModelDims, keep_count, run_flops
 from .errors import InputError
 from .prompt import prepare_question
+from .question_text import check_question_text
 from .progress import CancelToken, EventSink, emit, progress_event, token_event
 from .scope import Scope
 from .sequence import LevelTokens, assemble, level_tokens
@@ -160,6 +161,9 @@ class Engine:
         options = options or AskOptions()
         started = time.perf_counter()
         run = _Run([s for s in (self.events, events) if s is not None], cancel)
+        # Refuse text that is not text or far beyond the context before tokenising any of it.
+        if question is not None:
+            check_question_text(question, options.history or (), self.llm.max_context)
         question = prepare_question(question, self.llm.question_text)
         alpha, n_max = self._resolve(options)
         selection = self._selection(options)
