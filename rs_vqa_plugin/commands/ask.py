@@ -37,7 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "this (default: 80%% of the memory available)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
-    parser.add_argument("--heatmap", default=None, help="write the heat cells to OUT.gpkg or OUT.geojson")
+    parser.add_argument("--heatmap", default=None,
+                        help="write the heat cells to OUT.gpkg or OUT.geojson; an existing GeoPackage "
+                             "gets a new layer (heatmap, heatmap_2, ...), its other layers are kept")
+    parser.add_argument("--heatmap-layer", default=None,
+                        help="name of the heatmap layer in the GeoPackage (default: the first free "
+                             "of heatmap, heatmap_2, ...)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing heatmap file (GeoJSON) or layer (GeoPackage); the "
+                             "input raster and --history are never replaced")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (answer, mode, trace) instead of streaming")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -99,19 +107,18 @@ def resolve_model(model):
     return folder
 
 
-def check_heatmap_path(path):
-    """Fail before any model work when the heatmap cannot be written where asked."""
-    from ..engine.errors import InputError
-    from ..engine.heatmap import DRIVERS
+def check_heatmap_path(args):
+    """Fail before any model work when the heatmap cannot be written where asked: a HeatmapTarget."""
+    from ..engine.heatmap import heatmap_target
+    from ..engine.output_paths import raster_files, refuse_inputs
 
-    if not path:
+    if not args.heatmap:
         return None
-    out = Path(path)
-    if out.suffix.lower() not in DRIVERS:
-        raise InputError(f"--heatmap {out}: use a .gpkg or .geojson file name.")
-    if not out.parent.is_dir():
-        raise InputError(f"--heatmap {out}: the folder {out.parent} does not exist.")
-    return out
+    out = Path(args.heatmap)
+    inputs = [("the input raster", f) for f in raster_files(args.image)]
+    inputs.append(("the --history file", args.history))
+    refuse_inputs(out, inputs, "--heatmap")
+    return heatmap_target(out, args.heatmap_layer, args.overwrite)
 
 
 def progress_printer():
@@ -132,7 +139,7 @@ def summary_dict(answer) -> dict:
 def run(args) -> int:
     from ..engine.pipeline import AskOptions, Engine
 
-    heatmap = check_heatmap_path(args.heatmap)
+    heatmap = check_heatmap_path(args)
     options = AskOptions(mode=args.mode, alpha=args.alpha, n_max=args.n_max, level=args.level,
                          scope=parse_scope(args.scope), history=read_history(args.history),
                          bands=parse_bands(args.bands), max_new_tokens=args.max_new_tokens,
@@ -173,7 +180,7 @@ def run(args) -> int:
     answer = engine.ask(args.image, args.question, options, events=on_event)
     if heatmap is not None:
         from ..engine.heatmap import write_heatmap
-        write_heatmap([answer], heatmap)
+        write_heatmap([answer], heatmap.path, heatmap.layer, args.overwrite)
     if args.json:
         print(json.dumps(summary_dict(answer)))
     else:
@@ -187,5 +194,6 @@ def run(args) -> int:
             print(f"mode {answer.mode}: levels {t['levels']}, {t['tiles_encoded']} tiles encoded, "
                   f"{t['llm_vision_tokens']} image tokens to the LLM, "
                   f"{t['flops']['total']:.3g} FLOPs, {t['seconds']['total']:.1f} s"
-                  + (f"; heatmap {heatmap}" if heatmap else ""), file=sys.stderr)
+                  + (f"; heatmap {heatmap.path} (layer {heatmap.layer})" if heatmap else ""),
+                  file=sys.stderr)
     return 0

@@ -77,7 +77,8 @@ def run(args) -> int:
               f"on {t['device']}")
         if q.get("hbox"):
             print(f"  the box asked about (scene truth) is at pixels {q['hbox']} (x1, y1, x2, y2)")
-    heatmap = write_heatmap(answers, out / "demo_heatmap.gpkg")
+    # The demo's own file in its own folder: a rerun replaces its layer (other layers are kept).
+    heatmap = write_heatmap(answers, out / "demo_heatmap.gpkg", overwrite=True)
     print(f"\nheatmap of where the model looked: {heatmap} (layer 'heatmap', one feature per kept "
           "token and per tile read; fields question, score, level, tile, rank, kind)")
     print("\nOpen both in QGIS:\n"

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
     parser.add_argument("--answers", default=None,
                         help="answers jsonl (default: beside the questions, named by mode and shard); "
-                             "existing answers are kept and skipped")
+                             "existing answers are kept and skipped; a file that is not an answers "
+                             "file is refused")
     parser.add_argument("--shard", default=None, help="K/N: answer every N-th question from the K-th")
     parser.add_argument("--merge", nargs="+", metavar="ANSWERS", default=None,
                         help="combine these shard answer files into --answers and score, no model run")
@@ -42,17 +43,18 @@ def default_answers_path(questions: Path, mode: str, shard) -> Path:
 
 def run(args) -> int:
     from ..engine.errors import InputError
-    from ..engine.evaluate import (load_questions, merge_answer_files, parse_shard, read_answers,
-                                   select_shard)
+    from ..engine.evaluate import (check_answers_path, load_questions, merge_answer_files,
+                                   parse_shard, read_answers, select_shard)
     from ..engine.scoring import format_scores, score_records
 
     questions_path = Path(args.questions)
-    questions = load_questions(questions_path)
     shard = parse_shard(args.shard)
     answers_path = Path(args.answers) if args.answers else default_answers_path(
         questions_path, args.mode, None if args.merge else shard)
 
     if args.merge:
+        questions = load_questions(questions_path)
+        check_answers_path(answers_path, questions_path)
         count, conflicts = merge_answer_files(args.merge, answers_path)
         print(f"merged {count} answers from {len(args.merge)} files into {answers_path}",
               file=sys.stderr)
@@ -65,7 +67,9 @@ def run(args) -> int:
             raise InputError("--images is required: the folder holding the questions' images.")
         if not Path(args.images).is_dir():
             raise InputError(f"--images {args.images} is not a folder.")
+        questions = load_questions(questions_path, args.images)
         scope = select_shard(questions, shard)
+        check_answers_path(answers_path, questions_path, args.images, questions)
         _answer(args, scope, answers_path)
 
     scores = score_records(scope, read_answers(answers_path).values())

@@ -2,6 +2,8 @@
 
 An answers file is JSON lines, one record per answered question, appended and flushed one line at
 a time; a re-run skips the ids already there (a half-written last line from a crash is dropped).
+A file that is not an answers file (or is the questions file, or an image) is never written to,
+and a question's image must lie inside the images folder.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import InputError
 from .progress import CancelToken, EventSink
-from .scoring import read_jsonl
+from .scoring import read_jsonl_numbered
 
 # Trace keys copied into every answer record (the full trace stays available from `ask --json`).
 TRACE_KEYS = ("levels", "tiles_encoded", "llm_vision_tokens", "llm_tokens", "stop_reason",
               "selection")
+# Keys of answer records (ours, or LRS-VQA's model_vqa output) that question records never have.
+ANSWER_ONLY_KEYS = frozenset({"mode", "question", "prompt", "answer_id", "model_id"})
 
 
 def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -40,12 +44,13 @@ def select_shard(questions: Sequence[dict], shard: Optional[Tuple[int, int]]) ->
     return [q for i, q in enumerate(questions) if i % n == k - 1]
 
 
-def check_questions(questions: Sequence[dict], path) -> None:
+def check_questions(numbered: Sequence[Tuple[int, dict]], path) -> None:
+    """numbered: (line, record) pairs as read from the file."""
     seen = set()
-    for number, q in enumerate(questions, start=1):
+    for line, q in numbered:
         for key in ("question_id", "image", "text"):
             if key not in q:
-                raise InputError(f"{path}: question {number} has no '{key}' (LRS-VQA format: "
+                raise InputError(f"{path}, line {line}: the question has no '{key}' (LRS-VQA format: "
                                  "question_id, image, text, category, ground_truth).")
         if not isinstance(q["question_id"], (str, int)) or isinstance(q["question_id"], bool):
             raise InputError(f"{path}: question {number}: 'question_id' must be a string or a "
@@ -55,29 +60,102 @@ def check_questions(questions: Sequence[dict], path) -> None:
                 raise InputError(f"{path}: question {number} ({q['question_id']}): '{key}' must be "
                                  f"a non-empty string, not {q[key]!r:.60}.")
         if q["question_id"] in seen:
-            raise InputError(f"{path}: question_id {q['question_id']} appears twice.")
+            raise InputError(f"{path}, line {line}: question_id {q['question_id']} appears twice.")
         seen.add(q["question_id"])
 
 
+def question_image(images_dir, image) -> Path:
+    """The file of a question's image: a relative path that stays inside images_dir once `..` and
+    symlinks are resolved (a question file must not make the run read, or write overviews beside,
+    files elsewhere). InputError otherwise."""
+    if not isinstance(image, str) or not image.strip():
+        raise InputError(f"the image {image!r} is not a file name")
+    images_dir = Path(images_dir)
+    if Path(image).is_absolute():
+        raise InputError(f"the image '{image}' is an absolute path; give it relative to the images "
+                         f"folder {images_dir}")
+    root = images_dir.resolve()
+    resolved = (root / image).resolve()
+    if root not in resolved.parents:
+        raise InputError(f"the image '{image}' leads outside the images folder {images_dir} (to "
+                         f"{resolved}); put the image inside that folder")
+    return images_dir / image
+
+
+def check_images_inside(numbered: Sequence[Tuple[int, dict]], path, images_dir) -> None:
+    for line, q in numbered:
+        try:
+            question_image(images_dir, q["image"])
+        except InputError as exc:
+            raise InputError(f"{path}, line {line} (question {q['question_id']}): {exc}. Nothing "
+                             "was asked.") from None
+
+
+def _torn_line(line: str) -> bool:
+    """What a crash mid-write leaves: the start of one JSON object, cut short."""
+    return line.lstrip().startswith("{")
+
+
 def read_answers(path) -> Dict[str, dict]:
-    """Answered records by id; an unreadable last line (an interrupted write) is ignored."""
+    """Answered records by id; an unreadable last line (an interrupted write) is ignored.
+
+    InputError for a file that is not an answers file (one JSON object with question_id and text
+    per line), so a wrong --answers is never appended to, truncated or scored."""
+    from .textfile import read_utf8_text
+
     path = Path(path)
     if not path.exists():
         return {}
+    not_answers = (f"choose a new file name for the answers (or the answers file of an earlier run "
+                   f"to resume it); {path} is left as it is.")
+    try:
+        text = read_utf8_text(path, "answers file")
+    except InputError as exc:
+        raise InputError(f"{exc} It cannot be an answers file: {not_answers}") from None
     answers: Dict[str, dict] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = text.split("\n")
+    last = max((n for n, line in enumerate(lines, start=1) if line.strip()), default=0)
+    question_like = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            if number == len(lines):
+            if number == last and _torn_line(line):
                 continue
-            raise InputError(f"{path}, line {number}: not valid JSON; fix or remove that line "
-                             "(the run can then resume).") from None
+            if answers:
+                raise InputError(f"{path}, line {number}: not valid JSON; fix or remove that line "
+                                 "(the run can then resume).") from None
+            raise InputError(f"{path} is not an answers file (line 1 is not JSON): "
+                             f"{not_answers}") from None
+        if not isinstance(record, dict) or "question_id" not in record or "text" not in record:
+            raise InputError(f"{path}, line {number}: not an answer record (one JSON object with "
+                             f"question_id and text per line): {not_answers}")
+        # A question file has a ground truth on every line and nothing an answer record carries.
+        question_like += int("ground_truth" in record and not ANSWER_ONLY_KEYS & record.keys())
         answers[str(record["question_id"])] = record
+    if answers and question_like == len(answers):
+        raise InputError(f"{path} looks like a question file (every line has a ground_truth and "
+                         f"none has {', '.join(sorted(ANSWER_ONLY_KEYS))}), not answers: {not_answers}")
     return answers
+
+
+def check_answers_path(answers_path, questions_path, images_dir=None,
+                       questions: Sequence[dict] = ()) -> Dict[str, dict]:
+    """Refuse an answers path that is a folder, the questions file or one of their images; return
+    the answers already there (an existing file must be an answers file)."""
+    from .output_paths import check_output_file, refuse_inputs
+
+    answers_path = Path(answers_path)
+    inputs = [("the questions file", questions_path)]
+    if images_dir is not None:
+        images = {q["image"] for q in questions if isinstance(q.get("image"), str)}
+        inputs += [("an image of the questions", Path(images_dir) / name) for name in sorted(images)]
+    refuse_inputs(answers_path, inputs, "The answers file")
+    if answers_path.is_dir() or answers_path.absolute().parent.is_dir():  # a missing one is made
+        check_output_file(answers_path, "The answers file")
+    return read_answers(answers_path)
 
 
 def _rewrite_complete(path: Path, answers: Dict[str, dict]) -> None:
@@ -111,19 +189,19 @@ def run_questions(engine, questions: Sequence[dict], images_dir, answers_path, o
     images_dir = Path(images_dir)
     answers_path = Path(answers_path)
     done = read_answers(answers_path)
-    _rewrite_complete(answers_path, done)
     todo = [q for q in questions if str(q["question_id"]) not in done]
-    missing = sorted({q["image"] for q in todo if not (images_dir / q["image"]).is_file()})
+    missing = sorted({q["image"] for q in todo if not question_image(images_dir, q["image"]).is_file()})
     if missing:
         raise InputError(f"{len(missing)} image(s) are not in {images_dir}, e.g. {missing[0]}: "
                          "check --images.")
+    _rewrite_complete(answers_path, done)
     answers_path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with answers_path.open("a", encoding="utf-8") as log:
         for index, question in enumerate(todo):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            answer = engine.ask(images_dir / question["image"], question["text"], options,
+            answer = engine.ask(question_image(images_dir, question["image"]), question["text"], options,
                                 events=events, cancel=cancel)
             record = answer_record(question, answer)
             log.write(json.dumps(record) + "\n")
@@ -135,8 +213,11 @@ def run_questions(engine, questions: Sequence[dict], images_dir, answers_path, o
 
 
 def merge_answer_files(paths: Iterable, out_path) -> Tuple[int, List[str]]:
-    """Combine shard answer files into out_path (first answer of an id wins); (count, conflicts)."""
-    merged: Dict[str, dict] = {}
+    """Combine shard answer files into out_path (first answer of an id wins); (count, conflicts).
+
+    Answers already in out_path come first and are kept, as a resumed run keeps them."""
+    out_path = Path(out_path)
+    merged: Dict[str, dict] = dict(read_answers(out_path))
     conflicts: List[str] = []
     for path in paths:
         if not Path(path).is_file():
@@ -147,16 +228,20 @@ def merge_answer_files(paths: Iterable, out_path) -> Tuple[int, List[str]]:
                     conflicts.append(qid)
                 continue
             merged[qid] = record
-    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in merged.values()), encoding="utf-8")
     tmp.replace(out_path)
     return len(merged), conflicts
 
 
-def load_questions(path) -> List[dict]:
-    questions = read_jsonl(path)
-    if not questions:
+def load_questions(path, images_dir=None) -> List[dict]:
+    """The question records of an LRS-VQA jsonl file, checked; with images_dir, every image must
+    lie inside it (InputError naming the line and the question id)."""
+    numbered = read_jsonl_numbered(path, "question file")
+    if not numbered:
         raise InputError(f"{path} holds no questions.")
-    check_questions(questions, path)
-    return questions
+    check_questions(numbered, path)
+    if images_dir is not None:
+        check_images_inside(numbered, path, images_dir)
+    return [record for _line, record in numbered]

@@ -1,13 +1,16 @@
 """Heat cells (where the model looked) and their file: a GeoPackage or GeoJSON layer via OGR.
 
 Cells are footprints in the raster's CRS of the kept tokens and of the tiles read at each level.
-The file is written to a temporary name beside the target and renamed at the end, so a failure
-or a cancel leaves no half-written file. Fields: question, score, level, tile ("row,col"), rank, kind.
+A new file is written to a temporary name beside the target and renamed at the end; a layer added
+to an existing GeoPackage is written in one transaction; so a failure or a cancel leaves no
+half-written file. Existing files and layers are replaced only when asked (GDAL's convention).
+Fields: question, score, level, tile ("row,col"), rank, kind.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -76,37 +79,92 @@ def _driver_for(path: Path) -> str:
     return driver
 
 
-def write_heatmap(answers: Iterable[Answer], path) -> Path:
-    """One polygon per heat cell of every answer; the CRS is the first answer's raster CRS."""
-    from osgeo import ogr, osr
+@dataclass(frozen=True)
+class HeatmapTarget:
+    """Where a heatmap goes: a new file, a file replaced, or a layer added to / replaced in an
+    existing GeoPackage (whose other layers are never touched)."""
 
-    ogr.UseExceptions()
-    osr.UseExceptions()
-    answers = list(answers)
-    path = Path(path)
-    driver_name = _driver_for(path)
-    if not path.parent.is_dir():
-        raise InputError(f"{path.parent} does not exist: create the folder or choose another "
-                         "heatmap path.")
-    tmp = path.with_name(f".{path.stem}.part-{os.getpid()}{path.suffix}")
-    srs = None
-    crs_wkt = next((a.crs_wkt for a in answers if a.crs_wkt), "")
-    if crs_wkt:
-        srs = osr.SpatialReference()
-        srs.ImportFromWkt(crs_wkt)
-        # Keep X = easting / longitude whatever the CRS's declared axis order.
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    driver = ogr.GetDriverByName(driver_name)
+    path: Path
+    layer: str
+    action: str     # new-file | replace-file | add-layer | replace-layer
+
+
+def _gpkg_layer_names(path: Path) -> Optional[List[str]]:
+    """The vector layers of a GeoPackage, or None when the file is not a GeoPackage."""
+    from osgeo import gdal
+
     try:
-        ds = driver.CreateDataSource(str(tmp))
-        if ds is None:
-            raise InputError(f"Cannot create {path} (OGR {driver_name} refused it): check that "
-                             "the folder is writable.")
-        layer = ds.CreateLayer(LAYER_NAME, srs, ogr.wkbPolygon)
-        for name, kind in (("question", ogr.OFTString), ("score", ogr.OFTReal),
-                           ("level", ogr.OFTInteger), ("tile", ogr.OFTString),
-                           ("rank", ogr.OFTInteger), ("kind", ogr.OFTString)):
-            layer.CreateField(ogr.FieldDefn(name, kind))
+        ds = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
+    except RuntimeError:
+        return None
+    if ds is None:
+        return None
+    names = [ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())]
+    ds = None
+    return names
+
+
+def heatmap_target(path, layer: Optional[str] = None, overwrite: bool = False) -> HeatmapTarget:
+    """What writing a heatmap at `path` would do, following GDAL's convention: an existing file is
+    refused unless `overwrite`; an existing GeoPackage gets a new layer (`layer`, or the first free
+    name of heatmap, heatmap_2, ...), and `overwrite` replaces only the layer of that name."""
+    from .output_paths import check_output_file
+
+    path = Path(path)
+    driver = _driver_for(path)
+    check_output_file(path, "The heatmap")
+    if not path.exists():
+        return HeatmapTarget(path, layer or LAYER_NAME, "new-file")
+    if driver != "GPKG":
+        if not overwrite:
+            raise InputError(f"The heatmap file {path} already exists: choose another name, or pass "
+                             "--overwrite to replace it.")
+        return HeatmapTarget(path, layer or LAYER_NAME, "replace-file")
+    names = _gpkg_layer_names(path)
+    if names is None:
+        if not overwrite:
+            raise InputError(f"{path} already exists and is not a GeoPackage that can be written: "
+                             "choose another name, or pass --overwrite to replace the file.")
+        return HeatmapTarget(path, layer or LAYER_NAME, "replace-file")
+    lowered = {n.lower() for n in names}      # GeoPackage table names compare case-insensitively
+    if layer:
+        if layer.lower() not in lowered:
+            return HeatmapTarget(path, layer, "add-layer")
+        if not overwrite:
+            raise InputError(f"{path} already has a layer '{layer}': choose another layer name, or "
+                             "pass --overwrite to replace that layer (the others are kept).")
+        return HeatmapTarget(path, layer, "replace-layer")
+    if overwrite and LAYER_NAME in lowered:
+        return HeatmapTarget(path, LAYER_NAME, "replace-layer")
+    name, number = LAYER_NAME, 1
+    while name.lower() in lowered:
+        number += 1
+        name = f"{LAYER_NAME}_{number}"
+    return HeatmapTarget(path, name, "add-layer")
+
+
+def _spatial_reference(answers: Sequence[Answer]):
+    from osgeo import osr
+
+    crs_wkt = next((a.crs_wkt for a in answers if a.crs_wkt), "")
+    if not crs_wkt:
+        return None
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(crs_wkt)
+    # Keep X = easting / longitude whatever the CRS's declared axis order.
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def _fill_layer(ds, name: str, srs, answers: Sequence[Answer]) -> None:
+    from osgeo import ogr
+
+    layer = ds.CreateLayer(name, srs, ogr.wkbPolygon)
+    try:
+        for field, kind in (("question", ogr.OFTString), ("score", ogr.OFTReal),
+                            ("level", ogr.OFTInteger), ("tile", ogr.OFTString),
+                            ("rank", ogr.OFTInteger), ("kind", ogr.OFTString)):
+            layer.CreateField(ogr.FieldDefn(field, kind))
         definition = layer.GetLayerDefn()
         for answer in answers:
             for cell in answer.heat_cells:
@@ -124,7 +182,26 @@ def write_heatmap(answers: Iterable[Answer], path) -> Path:
                 feature.SetField("kind", cell.kind)
                 feature.SetGeometry(polygon)
                 layer.CreateFeature(feature)
-        layer = None
+    finally:
+        # A traceback keeps this frame alive: drop the layer and the dataset so the caller's
+        # close really closes the file.
+        layer = ds = None
+
+
+def _write_file(answers, target: HeatmapTarget, srs) -> None:
+    """A whole new file, written under a temporary name and renamed when complete."""
+    from osgeo import ogr
+
+    path = target.path
+    driver_name = _driver_for(path)
+    tmp = path.with_name(f".{path.stem}.part-{os.getpid()}{path.suffix}")
+    ds = None
+    try:
+        ds = ogr.GetDriverByName(driver_name).CreateDataSource(str(tmp))
+        if ds is None:
+            raise InputError(f"Cannot create {path} (OGR {driver_name} refused it): check that "
+                             "the folder is writable.")
+        _fill_layer(ds, target.layer, srs, answers)
         ds = None   # flush and close before the rename
         os.replace(tmp, path)
     except BaseException:
@@ -132,4 +209,44 @@ def write_heatmap(answers: Iterable[Answer], path) -> Path:
         if tmp.exists():
             tmp.unlink()
         raise
-    return path
+
+
+def _write_layer(answers, target: HeatmapTarget, srs) -> None:
+    """One layer added to (or replacing its namesake in) an existing GeoPackage, in one
+    transaction: a failure leaves the file as it was."""
+    from osgeo import gdal
+
+    ds = gdal.OpenEx(str(target.path), gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
+    try:
+        ds.StartTransaction()
+        try:
+            if target.action == "replace-layer":
+                names = [ds.GetLayer(i).GetName().lower() for i in range(ds.GetLayerCount())]
+                ds.DeleteLayer(names.index(target.layer.lower()))
+            _fill_layer(ds, target.layer, srs, answers)
+            ds.CommitTransaction()
+        except BaseException:
+            ds.RollbackTransaction()
+            raise
+    finally:
+        ds = None
+
+
+def write_heatmap(answers: Iterable[Answer], path, layer: Optional[str] = None,
+                  overwrite: bool = False) -> Path:
+    """One polygon per heat cell of every answer; the CRS is the first answer's raster CRS.
+
+    A new file, or a new layer in an existing GeoPackage (see heatmap_target); an existing file
+    or layer is replaced only when `overwrite` is true."""
+    from osgeo import ogr, osr
+
+    ogr.UseExceptions()
+    osr.UseExceptions()
+    answers = list(answers)
+    target = heatmap_target(path, layer, overwrite)
+    srs = _spatial_reference(answers)
+    if target.action in ("new-file", "replace-file"):
+        _write_file(answers, target, srs)
+    else:
+        _write_layer(answers, target, srs)
+    return target.path

@@ -10,7 +10,7 @@ import json
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping
+from typing import Dict, Iterable, List, Mapping, Tuple
 
 from .errors import InputError
 
@@ -105,31 +105,32 @@ JSON_KINDS = {bool: "true/false", int: "a number", float: "a number", str: "a st
               list: "an array", type(None): "null"}
 
 
-def read_jsonl(path) -> List[dict]:
-    """One JSON object per line (blank lines skipped); any other line is refused by number."""
+def read_jsonl_numbered(path, what: str = "JSON-lines file") -> List[Tuple[int, dict]]:
+    """(line number, object) for every non-blank line; any other line is refused by number."""
+    from .textfile import read_utf8_text
+
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise InputError(f"{path} does not exist: give a JSON-lines file (one object per line).")
     records = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}, line {number}: not UTF-8 text (byte "
-                                 f"0x{raw[exc.start]:02x}); save the file as UTF-8.") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}, line {number}: not valid JSON ({exc.msg}).") from exc
-            if not isinstance(record, dict):
-                raise InputError(f"{path}, line {number}: {JSON_KINDS.get(type(record), 'a value')} "
-                                 "where one JSON object is expected, e.g. "
-                                 '{"question_id": "q1", "image": "a.tif", "text": "How many ships?"}.')
-            records.append(record)
+    # Split on newlines only: JSON strings may hold U+2028 and other characters splitlines() cuts at.
+    for number, line in enumerate(read_utf8_text(path, what).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}, line {number}: not valid JSON ({exc.msg}).") from exc
+        if not isinstance(record, dict):
+            raise InputError(f"{path}, line {number}: {JSON_KINDS.get(type(record), 'a value')} "
+                             "where one JSON object is expected, e.g. "
+                             '{"question_id": "q1", "image": "a.tif", "text": "How many ships?"}.')
+        records.append((number, record))
     return records
+
+
+def read_jsonl(path) -> List[dict]:
+    return [record for _number, record in read_jsonl_numbered(path)]
 
 
 def score_file(questions_path, answers_path) -> dict:

@@ -8,6 +8,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
+from ..engine.csv_cells import spreadsheet_safe_row
+
 PROJECT_SCOPE = "rs_vqa"
 PROJECT_KEY = "conversations"
 
@@ -125,7 +127,7 @@ CSV_FIELDS = ("layer", "question", "answer", "status", "seconds", "load_seconds"
 
 
 def export_csv(rows: List[tuple]) -> str:
-    """rows: (layer name, Turn). One line per turn."""
+    """rows: (layer name, Turn). One line per turn; text cells never run as spreadsheet formulas."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_FIELDS)
@@ -133,11 +135,11 @@ def export_csv(rows: List[tuple]) -> str:
         stats = turn.stats or {}
         parts = stats.get("parts") or {}
         answer = turn.text if turn.status == "answered" else ""
-        writer.writerow([layer_name, turn.question, answer, turn.status, stats.get("seconds", ""),
-                         parts.get("load", ""), parts.get("overviews", ""), parts.get("answer", ""),
-                         stats.get("tiles", ""),
-                         stats.get("llm_tokens", ""),
-                         " ".join(str(v) for v in stats.get("levels", []) or []), turn.heat_path])
+        writer.writerow(spreadsheet_safe_row([
+            layer_name, turn.question, answer, turn.status, stats.get("seconds", ""),
+            parts.get("load", ""), parts.get("overviews", ""), parts.get("answer", ""),
+            stats.get("tiles", ""), stats.get("llm_tokens", ""),
+            " ".join(str(v) for v in stats.get("levels", []) or []), turn.heat_path]))
     return out.getvalue()
 
 
