@@ -300,15 +300,36 @@ def test_ask_results_loaded_into_the_project_are_styled(rs_vqa_provider, tiny_bu
         project.removeMapLayers([layer.id() for layer in loaded])
 
 
-def test_ask_cancel_keeps_what_was_answered(rs_vqa_provider, tiny_bundle, scene, tmp_path):
-    feedback = CancelAfterFirstProgress()
-    result = run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": "\n".join(QUESTIONS * 3),
-                                "MODEL": str(tiny_bundle), "MAX_TOKENS": 2,
-                                "OUTPUT": str(tmp_path / "answers.gpkg"),
-                                "HEATMAP": str(tmp_path / "heat.gpkg")}, feedback)
+class CancelAfterAnswers(QgsProcessingFeedback):
+    """Presses Cancel once `count` answers have been reported (the algorithm logs "-> answer")."""
+
+    def __init__(self, count):
+        super().__init__()
+        self.count = count
+
+    def pushInfo(self, info):  # noqa: N802 (QGIS API name)
+        super().pushInfo(info)
+        if info.lstrip().startswith("->"):
+            self.count -= 1
+            if self.count == 0:
+                self.cancel()
+
+
+@pytest.mark.parametrize("cancel_after", [0, 1])
+def test_ask_cancel_fails_the_run_and_keeps_what_was_answered(rs_vqa_provider, tiny_bundle, scene,
+                                                              tmp_path, cancel_after):
+    feedback = CancelAfterFirstProgress() if cancel_after == 0 else CancelAfterAnswers(cancel_after)
+    with pytest.raises(QgsProcessingException, match=f"Cancelled after {cancel_after} of 6 questions; "
+                                                     "the answers so far are kept in OUTPUT"):
+        run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": "\n".join(QUESTIONS * 3),
+                           "MODEL": str(tiny_bundle), "MAX_TOKENS": 2,
+                           "OUTPUT": str(tmp_path / "answers.gpkg"),
+                           "HEATMAP": str(tmp_path / "heat.gpkg")}, feedback)
     assert feedback.isCanceled()
-    assert result["ANSWERED"] == 0
-    assert vector_layer(result["OUTPUT"]).featureCount() == 0
+    rows = list(vector_layer(str(tmp_path / "answers.gpkg")).getFeatures())
+    assert [r["question"] for r in rows] == QUESTIONS[:cancel_after]
+    heat = vector_layer(str(tmp_path / "heat.gpkg"))
+    assert (heat.featureCount() > 0) == (cancel_after > 0)
 
 
 def test_ask_batch_over_several_rasters(rs_vqa_provider, tiny_bundle, tmp_path):

@@ -108,3 +108,51 @@ def test_qgis_process_without_the_ml_stack_runs_the_model_in_the_runtime_worker(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert json.loads(done.stdout)["results"]["ANSWERED"] == 2
     assert (tmp_path / "a.csv").read_text().count("\n") >= 3      # header + two answers
+
+
+def _rows(path):
+    """Rows readable by another process right now (None while the file is not a valid layer)."""
+    from osgeo import gdal
+
+    try:
+        ds = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_READONLY)
+        return ds.GetLayer(0).GetFeatureCount()
+    except (RuntimeError, AttributeError):
+        return None
+
+
+def test_a_run_killed_mid_batch_keeps_every_answer_it_gave(qgis_process_env, tiny_bundle, tmp_path):
+    import signal
+    import time
+
+    raster = make_rgb_scene(tmp_path / "scene.tif", size=(400, 300), epsg=32633)
+    questions = tmp_path / "questions.txt"
+    questions.write_text("".join(f"How many ships are at quay {i}?\n" for i in range(120)))
+    answers, heat = tmp_path / "answers.gpkg", tmp_path / "heat.gpkg"
+    process = subprocess.Popen(
+        [QGIS_PROCESS, "run", "rs_vqa:ask", "--", f"INPUT={raster}", f"QUESTIONS={questions}",
+         f"MODEL={tiny_bundle}", "MODE=dip", "MAX_TOKENS=1", f"OUTPUT={answers}", f"HEATMAP={heat}"],
+        env=qgis_process_env, cwd=qgis_process_env["QGIS_PLUGINPATH"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while (_rows(answers) or 0) < 3 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGTERM)     # what a batch scheduler or a closed terminal does
+        process.wait(timeout=60)
+    kept = _rows(answers)
+    assert kept is not None and 3 <= kept < 120, kept
+    assert (_rows(heat) or 0) > 0
+
+
+def test_a_latin1_question_file_is_an_error_not_an_abort(qgis_process_env, tiny_bundle, tmp_path):
+    raster = make_rgb_scene(tmp_path / "scene.tif", size=64)
+    questions = tmp_path / "questions.csv"
+    questions.write_bytes("question\nQuelle est la densité du bâti ?\n".encode("latin-1"))
+    done = qgis_process(qgis_process_env, "run", "rs_vqa:ask", "--", f"INPUT={raster}",
+                        f"QUESTIONS={questions}", f"MODEL={tiny_bundle}", f"OUTPUT={tmp_path / 'a.csv'}")
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, (done.returncode, output[-3000:])   # 134 was an abort
+    assert "questions.csv is not UTF-8 text: line 2, byte" in output and "Save it as UTF-8" in output
+    assert "Traceback" not in output

@@ -44,3 +44,38 @@ def test_lrs_vqa_jsonl_and_its_errors(tmp_path):
 def test_a_missing_question_file_is_named(tmp_path):
     with pytest.raises(InputError, match=r"missing\.txt does not exist"):
         parse_questions(str(tmp_path / "missing.txt"))
+
+
+@pytest.mark.parametrize("text, line, message", [
+    # An unclosed quote would swallow the next questions into one.
+    ('id,question\nq1,"How many ships?\nq2,What colour is the roof?\nq3,Is it urban?\n', 2,
+     "not closed on it .the CSV breaks at line 4"),
+    ('id,question\nq1,"How many ships?\nq2,What colour is the "roof"?\nq3,Is it urban?\n', 2,
+     "breaks at line 3"),
+    ('id,question\nq1,"How many ships?\nq2,What colour is the roof?"\nq3,Is it urban?\n', 2,
+     "runs on to line 3"),
+    ('id,question\nq1,Is it urban?\nq2,"How many" big ships?\n', 3, "broken quoting"),
+])
+def test_csv_with_broken_quoting_is_refused_at_its_line(tmp_path, text, line, message):
+    path = tmp_path / "q.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=rf"q\.csv, line {line}: .*{message}"):
+        parse_questions(str(path))
+
+
+def test_csv_quoting_that_is_right_is_read(tmp_path):
+    path = tmp_path / "q.csv"
+    # A byte-order mark, CRLF line ends, a comma and doubled quotes inside quoted fields.
+    path.write_bytes('\ufeffid,question\r\nq1,"How many ""big"" ships, roughly?"\r\nq2,Is it a 5" pipe?\r\n'
+                     .encode("utf-8"))
+    assert parse_questions(str(path)) == [Question('How many "big" ships, roughly?', "q1"),
+                                          Question('Is it a 5" pipe?', "q2")]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".txt", ".jsonl"])
+def test_a_question_file_in_latin1_names_the_line_and_byte(tmp_path, suffix):
+    path = tmp_path / f"q{suffix}"
+    line = '{"text": "Quelle est la densité du bâti ?"}' if suffix == ".jsonl" else "Quelle densité ?"
+    path.write_bytes(("question\n" + line + "\n").encode("latin-1"))
+    with pytest.raises(InputError, match=r"is not UTF-8 text: line 2, byte \d+ .*0xe9.*Save it as UTF-8"):
+        parse_questions(str(path))

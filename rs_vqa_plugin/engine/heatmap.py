@@ -156,6 +156,18 @@ def _spatial_reference(answers: Sequence[Answer]):
     return srs
 
 
+def ogr_polygon(ring):
+    """An OGR polygon from one closed ring of (x, y) map coordinates."""
+    from osgeo import ogr
+
+    linear = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ring:
+        linear.AddPoint_2D(float(x), float(y))
+    polygon = ogr.Geometry(ogr.wkbPolygon)
+    polygon.AddGeometry(linear)
+    return polygon
+
+
 def _fill_layer(ds, name: str, srs, answers: Sequence[Answer]) -> None:
     from osgeo import ogr
 
@@ -168,11 +180,6 @@ def _fill_layer(ds, name: str, srs, answers: Sequence[Answer]) -> None:
         definition = layer.GetLayerDefn()
         for answer in answers:
             for cell in answer.heat_cells:
-                ring = ogr.Geometry(ogr.wkbLinearRing)
-                for x, y in cell.ring:
-                    ring.AddPoint_2D(float(x), float(y))
-                polygon = ogr.Geometry(ogr.wkbPolygon)
-                polygon.AddGeometry(ring)
                 feature = ogr.Feature(definition)
                 feature.SetField("question", answer.question)
                 feature.SetField("score", float(cell.score))
@@ -180,7 +187,7 @@ def _fill_layer(ds, name: str, srs, answers: Sequence[Answer]) -> None:
                 feature.SetField("tile", f"{int(cell.tile[0])},{int(cell.tile[1])}")
                 feature.SetField("rank", int(cell.rank))
                 feature.SetField("kind", cell.kind)
-                feature.SetGeometry(polygon)
+                feature.SetGeometry(ogr_polygon(cell.ring))
                 layer.CreateFeature(feature)
     finally:
         # A traceback keeps this frame alive: drop the layer and the dataset so the caller's

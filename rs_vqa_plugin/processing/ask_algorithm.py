@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
-                       QgsGeometry, QgsPointXY, QgsProcessing, QgsProcessingAlgorithm,
-                       QgsProcessingLayerPostProcessorInterface,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsProcessing,
+                       QgsProcessingAlgorithm, QgsProcessingLayerPostProcessorInterface,
                        QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterExtent, QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterLayer,
@@ -12,6 +11,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
 from qgis.PyQt.QtCore import QVariant
 
 from ..paths import resources_dir
+from .answer_sink import AnswerSink
 from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, alpha_parameter,
                      device_parameter, max_tokens_parameter, mode_parameter,
                      model_folder, model_parameter, n_max_parameter, non_raster_message,
@@ -41,27 +41,23 @@ def heat_fields() -> QgsFields:
     return fields
 
 
-def _answer_row(fields, question, answer) -> QgsFeature:
+def _answer_values(question, answer) -> list:
+    """One row of the answers table, in answer_fields() order."""
     trace = answer.trace or {}
-    feature = QgsFeature(fields)
-    feature.setAttributes([
+    return [
         question.question_id, question.text, answer.text,
         float((trace.get("seconds") or {}).get("total", 0.0)),
         int(trace.get("tiles_encoded", 0)), int(trace.get("llm_vision_tokens", 0)),
         ",".join(str(level) for level in trace.get("levels", [])), answer.mode,
         str(trace.get("stop_reason", "")),
-    ])
-    return feature
+    ]
 
 
-def _heat_features(fields, index, question, answer):
-    for cell in answer.heat_cells:
-        feature = QgsFeature(fields)
-        feature.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(x, y) for x, y in cell.ring]]))
-        row, col = cell.tile
-        feature.setAttributes([index, question.text, float(cell.score), int(cell.level), f"{row},{col}",
-                               int(cell.rank), cell.kind])
-        yield feature
+def _heat_rows(index, question, answer):
+    """(values in heat_fields() order, polygon ring) per heat cell of one answer."""
+    return [([index, question.text, float(cell.score), int(cell.level), f"{cell.tile[0]},{cell.tile[1]}",
+              int(cell.rank), cell.kind], cell.ring)
+            for cell in answer.heat_cells]
 
 
 class HeatStyle(QgsProcessingLayerPostProcessorInterface):
@@ -114,8 +110,9 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             "tokens, pyramid levels visited), a heatmap polygon layer in the raster's CRS with the "
             "cells the model looked at for every question (field 'question'), and the number of "
             "questions answered. The model is loaded once and kept for the next run, so a batch "
-            "loads it once. Cancel stops between questions and inside long stages; the questions "
-            "answered so far are kept.\n\n"
+            "loads it once. GeoPackage, CSV and Shapefile outputs are written answer by answer: "
+            "a cancelled or killed run keeps what it answered (a cancelled run ends as failed). "
+            "No output may be the raster or the question file.\n\n"
             "Runs the model in this Python when it has torch, transformers and onnxruntime, "
             "otherwise in the runtime's worker process (the Runtime Python of RS-VQA's settings, "
             "which its \"Set up runtime\" button makes, or RS_VQA_RUNTIME_PYTHON)."
@@ -167,10 +164,27 @@ class AskAlgorithm(QgsProcessingAlgorithm):
                                "or give the path of a .csv / .jsonl / .txt file of questions.")
         except QgsProcessingException as exc:
             return False, str(exc)
+        message = self._destination_problem(parameters, context)
+        if message:
+            return False, message
         message = model_and_runtime_problem(model_folder(self, parameters, context))
         if message:
             return False, message
         return super().checkParameterValues(parameters, context)
+
+    def _destination_problem(self, parameters, context):
+        from ..engine.output_paths import raster_files
+        from .output_checks import destination_problem
+        from .questions import looks_like_question_file
+
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        inputs = [("the input raster", f) for f in (raster_files(layer.source()) if layer else [])]
+        questions = self.parameterAsString(parameters, "QUESTIONS", context)
+        if looks_like_question_file(questions or ""):
+            inputs.append(("the question file", questions.strip()))
+        outputs = [(name, self.parameterAsOutputLayer(parameters, name, context))
+                   for name in ("OUTPUT", "HEATMAP")]
+        return destination_problem(outputs, inputs)
 
     # -- the run --------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
@@ -191,47 +205,60 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         )
         device = self.parameterAsEnumString(parameters, "DEVICE", context)
         require_ml_runtime()  # before any output file is created
+        message = self._destination_problem(parameters, context)
+        if message:
+            raise QgsProcessingException(message)
 
-        sink, sink_id = self.parameterAsSink(parameters, "OUTPUT", context, answer_fields(),
-                                             QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
-        if sink is None:
+        table, sink_id = AnswerSink.create(self, parameters, "OUTPUT", context, answer_fields(),
+                                           QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
+        if table is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-        heat_sink, heat_id = self.parameterAsSink(parameters, "HEATMAP", context, heat_fields(),
-                                                  QgsWkbTypes.Polygon, layer.crs())
+        heat, heat_id = AnswerSink.create(self, parameters, "HEATMAP", context, heat_fields(),
+                                          QgsWkbTypes.Polygon, layer.crs())
+        for name, sink in (("OUTPUT", table), ("HEATMAP", heat)):
+            if sink is not None and sink.written_at_end:
+                feedback.pushInfo(f"{name} ({sink.written_at_end}) is written when the run ends; "
+                                  "a .gpkg, .csv or .shp output keeps every answer as it arrives.")
         from ..engine.errors import Cancelled, RsVqaError
         from ..engine.pipeline import AskOptions
         from .engine_cache import shared_engine
 
         bridge = FeedbackBridge(feedback, total_units=len(questions))
-        answered = 0
+        answered, cancelled = 0, False
         try:
             with shared_engine(model_dir, device, on_load=lambda: feedback.pushInfo(
                     f"Loading the model from {model_dir} ({device})…")) as engine:
                 options = AskOptions(**options_kwargs)
                 for index, question in enumerate(questions):
                     if bridge.cancelled:
+                        cancelled = True
                         break
                     bridge.start_unit(index)
                     feedback.pushInfo(f"[{index + 1}/{len(questions)}] {question.text}")
                     answer = engine.ask(path, question.text, options, events=bridge,
                                         cancel=bridge.token)
-                    sink.addFeature(_answer_row(answer_fields(), question, answer),
-                                    QgsFeatureSink.FastInsert)
-                    if heat_sink is not None:
-                        heat_sink.addFeatures(list(_heat_features(heat_fields(), index, question,
-                                                                  answer)), QgsFeatureSink.FastInsert)
+                    # Each answer is on disk before the next question starts.
+                    table.add([(_answer_values(question, answer), None)])
+                    if heat is not None:
+                        heat.add(_heat_rows(index, question, answer))
                     answered += 1
                     feedback.pushInfo(f"    -> {answer.text}")
                     bridge.finish_unit(index)
         except Cancelled:
-            feedback.reportError(f"Cancelled after {answered} of {len(questions)} questions; "
-                                 "the answers so far are kept.")
+            cancelled = True
         except RsVqaError as exc:
             raise QgsProcessingException(str(exc)) from exc
         finally:
             bridge.close()
+        if cancelled:
+            kept = [f"{name} {dest}" for name, sink, dest in (("OUTPUT", table, sink_id),
+                                                            ("HEATMAP", heat, heat_id))
+                    if sink is not None and sink.streamed]
+            raise QgsProcessingException(
+                f"Cancelled after {answered} of {len(questions)} questions"
+                + (f"; the answers so far are kept in {' and '.join(kept)}." if kept else "."))
         results = {"OUTPUT": sink_id, "ANSWERED": answered}
-        if heat_sink is not None:
+        if heat is not None:
             results["HEATMAP"] = heat_id
             if context.willLoadLayerOnCompletion(heat_id):
                 context.layerToLoadOnCompletionDetails(heat_id).setPostProcessor(heat_style())

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
-                       QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterNumber, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
+from .answer_sink import AnswerSink
 from .common import (MODE_HELP, advanced, alpha_parameter,
                      device_parameter, max_tokens_parameter, mode_parameter, model_folder,
                      model_parameter, n_max_parameter, optional_number, selection_parameter,
@@ -29,18 +29,34 @@ def score_fields() -> QgsFields:
 
 
 def read_questions(path: Path, images: Path, limit=None):
-    """LRS-VQA records, checked cheaply (keys, unique ids, images present) before any model loads."""
+    """LRS-VQA records, checked cheaply (keys, unique ids, images inside IMAGES and present)
+    before any model loads."""
     from ..engine.errors import InputError
-    from ..engine.evaluate import load_questions
+    from ..engine.evaluate import load_questions, question_image
 
-    records = load_questions(path)
+    records = load_questions(path, images)
     if limit:
         records = records[:limit]
-    absent = sorted({r["image"] for r in records if not (images / r["image"]).is_file()})
+    absent = sorted({r["image"] for r in records if not question_image(images, r["image"]).is_file()})
     if absent:
         raise InputError(f"{len(absent)} image(s) named in {path.name} are not in {images}, e.g. "
                          f"{absent[0]}: give the folder that holds the benchmark's images.")
     return records
+
+
+def check_destinations(questions: Path, images: Path, records, answers: Path, output) -> None:
+    """InputError when ANSWERS or OUTPUT would write into an input or into each other, or ANSWERS
+    is an existing file that holds no answers."""
+    from ..engine.errors import InputError
+    from ..engine.evaluate import check_answers_path
+    from .output_checks import destination_problem
+
+    check_answers_path(answers, questions, images, records)
+    inputs = [("the question file", questions), ("the answers file", answers)]
+    inputs += [("an image of the questions", images / r["image"]) for r in records]
+    message = destination_problem([("OUTPUT", output)], inputs)
+    if message:
+        raise InputError(message)
 
 
 def score_rows(scores: dict):
@@ -83,7 +99,9 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             f"MODE: {MODE_HELP}.\n\n"
             "Resumable: answers already in the answers file are kept and not asked again, so a "
             "cancelled or crashed run continues where it stopped when run again with the same "
-            "answers file. The model is loaded once and kept for the next run."
+            "answers file (a cancelled run ends as failed). An existing ANSWERS file that holds no "
+            "answers, or is the question file, is refused; images must lie inside IMAGES. The "
+            "model is loaded once and kept for the next run."
         )
 
     def createInstance(self):  # noqa: N802 (QGIS API name)
@@ -125,7 +143,10 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         if not images.is_dir():
             return False, f"The image folder {images} does not exist."
         try:
-            read_questions(questions, images, limit)
+            records = read_questions(questions, images, limit)
+            check_destinations(questions, images, records,
+                               Path(self.parameterAsFileOutput(parameters, "ANSWERS", context)),
+                               self.parameterAsOutputLayer(parameters, "OUTPUT", context))
         except RsVqaError as exc:
             return False, str(exc)
         message = model_and_runtime_problem(model_folder(self, parameters, context))
@@ -146,16 +167,18 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         n_max = optional_number(self, parameters, "N_MAX", context, integer=True)
         selection = selection_value(self, parameters, context)
         max_tokens = self.parameterAsInt(parameters, "MAX_TOKENS", context)
-        sink, sink_id = self.parameterAsSink(parameters, "OUTPUT", context, score_fields(),
-                                             QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
         try:
             records = read_questions(questions_path, images, limit)
+            check_destinations(questions_path, images, records, answers_path,
+                               self.parameterAsOutputLayer(parameters, "OUTPUT", context))
             wanted = {str(r["question_id"]) for r in records}
             already = len(wanted & set(read_answers(answers_path)))
         except RsVqaError as exc:
             raise QgsProcessingException(str(exc)) from exc
+        sink, sink_id = AnswerSink.create(self, parameters, "OUTPUT", context, score_fields(),
+                                          QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
         todo = len(records) - already
         feedback.pushInfo(f"{len(records)} questions, {already} already answered in "
                           f"{answers_path.name}, {todo} to ask.")
@@ -188,8 +211,9 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
                                          AskOptions(**options), on_answer=on_answer, events=bridge,
                                          cancel=bridge.token)
         except Cancelled:
-            feedback.reportError(f"Cancelled; the answers so far are in {answers_path}: run again "
-                                 "with the same answers file to continue.")
+            raise QgsProcessingException(
+                f"Cancelled; the answers so far are kept in {answers_path}: run again with the same "
+                "answers file to continue.") from None
         except RsVqaError as exc:
             raise QgsProcessingException(str(exc)) from exc
         finally:
@@ -202,11 +226,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         # Only this run's questions count (the file may hold more, e.g. from a run without LIMIT).
         answered = [done[str(r["question_id"])] for r in records if str(r["question_id"]) in done]
         scores = score_records(records, answered)
-        fields = score_fields()
-        for row in score_rows(scores):
-            feature = QgsFeature(fields)
-            feature.setAttributes(list(row))
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        sink.add([(list(row), None) for row in score_rows(scores)])
         feedback.pushInfo(format_scores(scores))
         overall = scores["overall"]
         return {"OUTPUT": sink_id, "ANSWERS": str(answers_path), "ANSWERED": len(answered),

@@ -1,14 +1,20 @@
-"""Questions for a batch: typed one per line, or read from a CSV or an LRS-VQA jsonl file."""
+"""Questions for a batch: typed one per line, or read from a CSV or an LRS-VQA jsonl file.
+
+Files are read as UTF-8 (a byte-order mark allowed); a CSV whose quoting is broken is refused at
+the line where it breaks, rather than read with several questions merged into one.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
 from ..engine.errors import InputError
+from ..engine.textfile import read_utf8_text
 
 QUESTION_FILE_SUFFIXES = (".csv", ".jsonl", ".txt")
 # Column / key names accepted for the question text, in order of preference (LRS-VQA uses "text").
@@ -47,7 +53,7 @@ def read_question_file(path: Path) -> List[Question]:
         return _read_jsonl(path)
     if suffix == ".csv":
         return _read_csv(path)
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_utf8_text(path, "question file").splitlines()
     return [Question(line.strip()) for line in lines if line.strip()]
 
 
@@ -60,7 +66,7 @@ def _pick(record: dict, keys) -> str:
 
 def _read_jsonl(path: Path) -> List[Question]:
     questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for number, line in enumerate(read_utf8_text(path, "question file").split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -76,9 +82,36 @@ def _read_jsonl(path: Path) -> List[Question]:
     return questions
 
 
+def _csv_rows(path: Path) -> List[List[str]]:
+    """The non-blank rows of a CSV file; InputError at the line where its quoting breaks.
+
+    A question never spans lines: a quoted field that does is a missing closing quote, which
+    would otherwise swallow the following questions into one."""
+    reader = csv.reader(io.StringIO(read_utf8_text(path, "question file"), newline=""), strict=True)
+    rows, start = [], 1
+    try:
+        for row in reader:
+            if reader.line_num > start:
+                raise InputError(
+                    f"{path}, line {start}: a quoted field opens on this line and runs on to line "
+                    f"{reader.line_num}, so those lines would be read as one question. A closing "
+                    "quote is probably missing: close it (or, if the question really holds a line "
+                    "break, put it on one line).")
+            if any(cell.strip() for cell in row):
+                rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        if reader.line_num > start or "end of data" in str(exc):
+            raise InputError(f"{path}, line {start}: a quoted field opens on this line and is not "
+                             f"closed on it (the CSV breaks at line {reader.line_num}); add the "
+                             "missing closing quote.") from None
+        raise InputError(f"{path}, line {reader.line_num}: broken quoting ({exc}). Quote the whole "
+                         'field and double any quote inside it: "How many ""big"" ships?"') from None
+    return rows
+
+
 def _read_csv(path: Path) -> List[Question]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    rows = _csv_rows(path)
     if not rows:
         return []
     header = [cell.strip().lower() for cell in rows[0]]
