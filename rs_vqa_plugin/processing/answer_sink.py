@@ -51,6 +51,7 @@ class AnswerSink:
         # The file a QGIS sink writes only when the run ends (empty for memory / database layers).
         self.written_at_end = written_at_end
         self._columns: List[int] = []
+        self._open_layer = None     # (dataset, layer) kept between answers for transactional formats
         if location is not None:
             self._columns = self._map_columns()
 
@@ -109,14 +110,23 @@ class AnswerSink:
             layer = ds = None
 
     def _append(self, rows: Sequence[Row]) -> None:
+        """Append and make durable: one committed transaction where the format has them (kept
+        open: reopening a GeoPackage per answer costs ~0.1 s), else open, append and close."""
         from osgeo import ogr
 
         from ..engine.heatmap import ogr_polygon
 
         _path, _layer_name, driver = self._location
-        ds, layer = self._open()
+        if self._open_layer is None:
+            ds, layer = self._open()
+            if ds.TestCapability("Transactions"):
+                self._open_layer = (ds, layer)
+        else:
+            ds, layer = self._open_layer
+        in_transaction = self._open_layer is not None
         try:
-            in_transaction = ds.TestCapability("Transactions") and ds.StartTransaction() == 0
+            if in_transaction:
+                ds.StartTransaction()
             definition = layer.GetLayerDefn()
             for values, ring in rows:
                 feature = ogr.Feature(definition)
@@ -129,8 +139,16 @@ class AnswerSink:
                 layer.CreateFeature(feature)
             if in_transaction:
                 ds.CommitTransaction()
+        except BaseException:
+            if in_transaction:
+                ds.RollbackTransaction()
+            raise
         finally:
-            layer = ds = None   # closing writes everything to disk
+            layer = ds = None   # without a kept connection, closing writes everything to disk
+
+    def close(self) -> None:
+        """Close the kept connection (what was committed is on disk already)."""
+        self._open_layer = None
 
     # -- QGIS's sink ------------------------------------------------------------------------------
     def _feature(self, values, ring) -> QgsFeature:

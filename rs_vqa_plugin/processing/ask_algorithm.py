@@ -250,6 +250,9 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
         finally:
             bridge.close()
+            for sink in (table, heat):
+                if sink is not None:
+                    sink.close()
         if cancelled:
             kept = [f"{name} {dest}" for name, sink, dest in (("OUTPUT", table, sink_id),
                                                             ("HEATMAP", heat, heat_id))

@@ -227,6 +227,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         answered = [done[str(r["question_id"])] for r in records if str(r["question_id"]) in done]
         scores = score_records(records, answered)
         sink.add([(list(row), None) for row in score_rows(scores)])
+        sink.close()
         feedback.pushInfo(format_scores(scores))
         overall = scores["overall"]
         return {"OUTPUT": sink_id, "ANSWERS": str(answers_path), "ANSWERED": len(answered),
