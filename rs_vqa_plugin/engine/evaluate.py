@@ -127,7 +127,7 @@ def read_answers(path) -> Dict[str, dict]:
             if answers:
                 raise InputError(f"{path}, line {number}: not valid JSON; fix or remove that line "
                                  "(the run can then resume).") from None
-            raise InputError(f"{path} is not an answers file (line 1 is not JSON): "
+            raise InputError(f"{path} is not an answers file (line {number} is not JSON): "
                              f"{not_answers}") from None
         if not isinstance(record, dict) or "question_id" not in record or "text" not in record:
             raise InputError(f"{path}, line {number}: not an answer record (one JSON object with "
@@ -137,7 +137,8 @@ def read_answers(path) -> Dict[str, dict]:
         answers[str(record["question_id"])] = record
     if answers and question_like == len(answers):
         raise InputError(f"{path} looks like a question file (every line has a ground_truth and "
-                         f"none has {', '.join(sorted(ANSWER_ONLY_KEYS))}), not answers: {not_answers}")
+                         f"none has {', '.join(sorted(ANSWER_ONLY_KEYS))}), not answers: "
+                         f"{not_answers}")
     return answers
 
 
@@ -151,7 +152,8 @@ def check_answers_path(answers_path, questions_path, images_dir=None,
     inputs = [("the questions file", questions_path)]
     if images_dir is not None:
         images = {q["image"] for q in questions if isinstance(q.get("image"), str)}
-        inputs += [("an image of the questions", Path(images_dir) / name) for name in sorted(images)]
+        inputs += [("an image of the questions", Path(images_dir) / name)
+                   for name in sorted(images)]
     refuse_inputs(answers_path, inputs, "The answers file")
     if answers_path.is_dir() or answers_path.absolute().parent.is_dir():  # a missing one is made
         check_output_file(answers_path, "The answers file")
@@ -190,7 +192,8 @@ def run_questions(engine, questions: Sequence[dict], images_dir, answers_path, o
     answers_path = Path(answers_path)
     done = read_answers(answers_path)
     todo = [q for q in questions if str(q["question_id"]) not in done]
-    missing = sorted({q["image"] for q in todo if not question_image(images_dir, q["image"]).is_file()})
+    missing = sorted({q["image"] for q in todo
+                      if not question_image(images_dir, q["image"]).is_file()})
     if missing:
         raise InputError(f"{len(missing)} image(s) are not in {images_dir}, e.g. {missing[0]}: "
                          "check --images.")
@@ -201,8 +204,8 @@ def run_questions(engine, questions: Sequence[dict], images_dir, answers_path, o
         for index, question in enumerate(todo):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            answer = engine.ask(question_image(images_dir, question["image"]), question["text"], options,
-                                events=events, cancel=cancel)
+            answer = engine.ask(question_image(images_dir, question["image"]), question["text"],
+                                options, events=events, cancel=cancel)
             record = answer_record(question, answer)
             log.write(json.dumps(record) + "\n")
             log.flush()

@@ -65,7 +65,8 @@ class AnswerSink:
         location = appendable_file(dest_id, geometry)
         if location is None:
             target = destination_file(dest_id)
-            return cls(fields, geometry, sink=sink, written_at_end=str(target[0]) if target else ""), dest_id
+            written_at_end = str(target[0]) if target else ""
+            return cls(fields, geometry, sink=sink, written_at_end=written_at_end), dest_id
         # Deleting QGIS's writer closes the file it created (empty, with its fields); from now on
         # each answer is appended and committed on its own.
         del sink
@@ -83,7 +84,8 @@ class AnswerSink:
         try:
             ds = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=[driver])
         except RuntimeError as exc:
-            raise QgsProcessingException(f"Cannot open the output {path} to add answers ({exc}).") from None
+            raise QgsProcessingException(
+                f"Cannot open the output {path} to add answers ({exc}).") from None
         layer = ds.GetLayerByName(layer_name) if layer_name else ds.GetLayer(0)
         if layer is None:
             raise QgsProcessingException(f"The output {path} has no layer '{layer_name}' any more.")
@@ -103,7 +105,8 @@ class AnswerSink:
                 if driver == "ESRI Shapefile":
                     name = name[:SHAPEFILE_NAME_LENGTH]
                 if name not in names:
-                    raise QgsProcessingException(f"The output {path} has no field '{field.name()}'.")
+                    raise QgsProcessingException(
+                        f"The output {path} has no field '{field.name()}'.")
                 columns.append(names[name])
             return columns
         finally:
@@ -163,6 +166,7 @@ class AnswerSink:
         if not rows:
             return
         if self._sink is not None:
-            self._sink.addFeatures([self._feature(v, r) for v, r in rows], QgsFeatureSink.FastInsert)
+            self._sink.addFeatures([self._feature(v, r) for v, r in rows],
+                                   QgsFeatureSink.FastInsert)
         else:
             self._append(rows)

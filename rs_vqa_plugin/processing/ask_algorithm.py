@@ -55,8 +55,8 @@ def _answer_values(question, answer) -> list:
 
 def _heat_rows(index, question, answer):
     """(values in heat_fields() order, polygon ring) per heat cell of one answer."""
-    return [([index, question.text, float(cell.score), int(cell.level), f"{cell.tile[0]},{cell.tile[1]}",
-              int(cell.rank), cell.kind], cell.ring)
+    return [([index, question.text, float(cell.score), int(cell.level),
+              f"{cell.tile[0]},{cell.tile[1]}", int(cell.rank), cell.kind], cell.ring)
             for cell in answer.heat_cells]
 
 

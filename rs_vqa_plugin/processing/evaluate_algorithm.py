@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsProcessing,
+                       QgsProcessingAlgorithm, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterNumber, QgsWkbTypes)
@@ -37,7 +38,8 @@ def read_questions(path: Path, images: Path, limit=None):
     records = load_questions(path, images)
     if limit:
         records = records[:limit]
-    absent = sorted({r["image"] for r in records if not question_image(images, r["image"]).is_file()})
+    absent = sorted({r["image"] for r in records
+                     if not question_image(images, r["image"]).is_file()})
     if absent:
         raise InputError(f"{len(absent)} image(s) named in {path.name} are not in {images}, e.g. "
                          f"{absent[0]}: give the folder that holds the benchmark's images.")
