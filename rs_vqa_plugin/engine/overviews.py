@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Union
@@ -24,6 +23,7 @@ from osgeo import gdal
 from .errors import Cancelled, InputError
 from .overview_checks import (NO_OVERVIEWS, STAMP_DOMAIN, STAMP_VERSION, OverviewCheck, check_overview_file,
                               source_stamp, write_stamp)
+from .output_paths import folder_is_writable
 from .overview_temp import TempBuild, clean_leftovers
 from .progress import CancelToken, EventSink, emit, progress_event
 
@@ -265,15 +265,6 @@ def _build_for_vrt(source, temp: TempBuild, final_ovr: Path, factors: List[int],
     return resampling
 
 
-def _probe_writable(folder: Path) -> bool:
-    """Really try: os.access says yes to root on read-only mounts and to odd ACLs."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".rs-vqa-probe-"):
-            return True
-    except OSError:
-        return False
-
-
 def _cache_folder(cache_dir) -> Path:
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     try:
@@ -281,7 +272,7 @@ def _cache_folder(cache_dir) -> Path:
     except OSError as exc:
         raise InputError(f"Cannot create the overview cache folder {cache} ({exc.strerror}); "
                          "pass --cache-dir with a writable folder or set RS_VQA_CACHE.") from None
-    if not _probe_writable(cache):
+    if not folder_is_writable(cache):
         raise InputError(f"The overview cache folder {cache} is not writable; pass --cache-dir "
                          "with a writable folder or set RS_VQA_CACHE.")
     return cache
@@ -312,7 +303,7 @@ def build_overviews(path, cache_dir=None, use_cache: bool = False, events: Optio
     if max(width, height) < NO_OVERVIEWS_BELOW and not ours:
         return state   # reads are cheap without overviews (a foreign bad .ovr stays hidden)
     folder = None if virtual else path.resolve().parent
-    writable = folder is not None and _probe_writable(folder)
+    writable = folder is not None and folder_is_writable(folder)
     beside = (not use_cache and writable and state.location == "none" and (ignored is None or ours))
     if writable:
         clean_leftovers(folder, path.name)
