@@ -171,3 +171,18 @@ def test_gpkg_rows_are_committed_one_answer_at_a_time(rs_vqa_provider, tiny_bund
     run("rs_vqa:ask", ask_parameters(scene, tiny_bundle, QUESTIONS="\n".join(QUESTIONS),
                                      OUTPUT=str(tmp_path / "answers.gpkg")), Watch(99))
     assert seen == [1]
+
+
+def test_a_cancel_says_which_outputs_keep_the_answers(rs_vqa_provider, tiny_bundle, scene, tmp_path):
+    # A GeoJSON cannot be appended to in place: QGIS writes it when its sink closes, which a
+    # cancelled run still does; a temporary layer is dropped by QGIS when the run fails.
+    heat = tmp_path / "heat.geojson"
+    with pytest.raises(QgsProcessingException) as caught:
+        run("rs_vqa:ask", ask_parameters(scene, tiny_bundle, QUESTIONS="\n".join(QUESTIONS * 2),
+                                         OUTPUT="TEMPORARY_OUTPUT", HEATMAP=str(heat)),
+            CancelAfterAnswers(1))
+    message = str(caught.value)
+    assert f"Cancelled after 1 of 4 questions; the answers so far are kept in HEATMAP {heat}" in message
+    assert "OUTPUT: temporary layers are dropped when a run fails" in message
+    cells = list(vector_layer(heat).getFeatures())
+    assert cells and {c["question"] for c in cells} == {QUESTIONS[0]}

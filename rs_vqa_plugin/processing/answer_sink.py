@@ -58,13 +58,15 @@ class AnswerSink:
     @classmethod
     def create(cls, algorithm, parameters, name: str, context, fields, wkb_type, crs):
         """(AnswerSink or None when the optional output is not wanted, destination id)."""
+        # What was asked for: a file, or a memory / database layer (whose id dest_id then is).
+        is_file = destination_file(algorithm.parameterAsOutputLayer(parameters, name, context))
         sink, dest_id = algorithm.parameterAsSink(parameters, name, context, fields, wkb_type, crs)
         if sink is None:
             return None, dest_id
         geometry = wkb_type != QgsWkbTypes.NoGeometry
-        location = appendable_file(dest_id, geometry)
+        location = appendable_file(dest_id, geometry) if is_file else None
         if location is None:
-            target = destination_file(dest_id)
+            target = destination_file(dest_id) if is_file else None
             written_at_end = str(target[0]) if target else ""
             return cls(fields, geometry, sink=sink, written_at_end=written_at_end), dest_id
         # Deleting QGIS's writer closes the file it created (empty, with its fields); from now on
@@ -73,8 +75,9 @@ class AnswerSink:
         return cls(fields, geometry, location=location), dest_id
 
     @property
-    def streamed(self) -> bool:
-        return self._location is not None
+    def file(self) -> str:
+        """The file that holds what was added once close() ran ('' for memory / database layers)."""
+        return str(self._location[0]) if self._location is not None else self.written_at_end
 
     # -- OGR appends ------------------------------------------------------------------------------
     def _open(self):
@@ -150,8 +153,10 @@ class AnswerSink:
             layer = ds = None   # without a kept connection, closing writes everything to disk
 
     def close(self) -> None:
-        """Close the kept connection (what was committed is on disk already)."""
+        """Close the kept connection (what was committed is on disk already) or QGIS's sink (a
+        file is then written; a memory layer stays with the run's context)."""
         self._open_layer = None
+        self._sink = None
 
     # -- QGIS's sink ------------------------------------------------------------------------------
     def _feature(self, values, ring) -> QgsFeature:

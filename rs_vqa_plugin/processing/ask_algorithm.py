@@ -254,12 +254,17 @@ class AskAlgorithm(QgsProcessingAlgorithm):
                 if sink is not None:
                     sink.close()
         if cancelled:
-            kept = [f"{name} {dest}" for name, sink, dest in (("OUTPUT", table, sink_id),
-                                                            ("HEATMAP", heat, heat_id))
-                    if sink is not None and sink.streamed]
+            outputs = [(name, sink, dest) for name, sink, dest in (("OUTPUT", table, sink_id),
+                                                                   ("HEATMAP", heat, heat_id))
+                       if sink is not None]
+            kept = [f"{name} {sink.file}" for name, sink, _dest in outputs if sink.file]
+            lost = [name for name, sink, _dest in outputs if not sink.file]
             raise QgsProcessingException(
                 f"Cancelled after {answered} of {len(questions)} questions"
-                + (f"; the answers so far are kept in {' and '.join(kept)}." if kept else "."))
+                + (f"; the answers so far are kept in {' and '.join(kept)}" if kept else "")
+                + (f"; {' and '.join(lost)}: temporary layers are dropped when a run fails (write "
+                   "to .gpkg or .csv files to keep the answers of a cancelled run)"
+                   if lost and answered else "") + ".")
         results = {"OUTPUT": sink_id, "ANSWERED": answered}
         if heat is not None:
             results["HEATMAP"] = heat_id
