@@ -154,5 +154,5 @@ def test_a_latin1_question_file_is_an_error_not_an_abort(qgis_process_env, tiny_
                         f"QUESTIONS={questions}", f"MODEL={tiny_bundle}", f"OUTPUT={tmp_path / 'a.csv'}")
     output = done.stdout + done.stderr
     assert done.returncode == 1, (done.returncode, output[-3000:])   # 134 was an abort
-    assert "questions.csv is not UTF-8 text: line 2, byte" in output and "Save it as UTF-8" in output
+    assert "questions.csv, line 2: not UTF-8 text (byte 0xe9)" in output and "Save it as UTF-8" in output
     assert "Traceback" not in output

@@ -77,5 +77,5 @@ def test_a_question_file_in_latin1_names_the_line_and_byte(tmp_path, suffix):
     path = tmp_path / f"q{suffix}"
     line = '{"text": "Quelle est la densité du bâti ?"}' if suffix == ".jsonl" else "Quelle densité ?"
     path.write_bytes(("question\n" + line + "\n").encode("latin-1"))
-    with pytest.raises(InputError, match=r"is not UTF-8 text: line 2, byte \d+ .*0xe9.*Save it as UTF-8"):
+    with pytest.raises(InputError, match=r"line 2: not UTF-8 text \(byte 0xe9\) at column \d+.*Save it as UTF-8"):
         parse_questions(str(path))

@@ -39,8 +39,8 @@ def test_utf8_with_a_bom_is_read_and_latin1_is_located(tmp_path):
     path.write_bytes("\ufeffHow many ships?\nQuelle densité ?\n".encode("utf-8"))
     assert read_utf8_text(path) == "How many ships?\nQuelle densité ?\n"
     path.write_bytes("How many ships?\nQuelle densité ?\n".encode("latin-1"))
-    with pytest.raises(InputError, match=r"q\.txt is not UTF-8 text: line 2, byte 29 \(column 14\) holds "
-                                         r"0xe9.*Save it as UTF-8"):
+    with pytest.raises(InputError, match=r"q\.txt, line 2: not UTF-8 text \(byte 0xe9\) at column 14 "
+                                         r"\(byte 29 of the file\).*Save it as UTF-8"):
         read_utf8_text(path, "question file")
     with pytest.raises(InputError, match="is a folder"):
         read_utf8_text(tmp_path)

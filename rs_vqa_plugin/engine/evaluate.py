@@ -53,12 +53,12 @@ def check_questions(numbered: Sequence[Tuple[int, dict]], path) -> None:
                 raise InputError(f"{path}, line {line}: the question has no '{key}' (LRS-VQA format: "
                                  "question_id, image, text, category, ground_truth).")
         if not isinstance(q["question_id"], (str, int)) or isinstance(q["question_id"], bool):
-            raise InputError(f"{path}: question {number}: 'question_id' must be a string or a "
-                             f"number, not {q['question_id']!r:.60}.")
+            raise InputError(f"{path}, line {line}: 'question_id' must be a string or a number, "
+                             f"not {q['question_id']!r:.60}.")
         for key in ("image", "text"):
             if not isinstance(q[key], str) or not q[key].strip():
-                raise InputError(f"{path}: question {number} ({q['question_id']}): '{key}' must be "
-                                 f"a non-empty string, not {q[key]!r:.60}.")
+                raise InputError(f"{path}, line {line} ({q['question_id']}): '{key}' must be a "
+                                 f"non-empty string, not {q[key]!r:.60}.")
         if q["question_id"] in seen:
             raise InputError(f"{path}, line {line}: question_id {q['question_id']} appears twice.")
         seen.add(q["question_id"])
