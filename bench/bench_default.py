@@ -3,12 +3,13 @@
 Per mode (thumbnail, grid = 3x3 tiles of level 1 whose long side is 3B, prune-only at the deepest
 level of at most PRUNE_ONLY_MAX_TILES tiles, dip, full where it fits the token limit): accuracy
 per category, OA and AA (the engine's LRS-VQA scorer), LLM vision tokens, tiles encoded and
-seconds per question; for dip and prune-only also localisation: the share of questions with a
-box whose final kept tokens touch the box, and "object followed": the share whose box stays in
-the tiles read at every level (where dip loses it otherwise). Answers are logged per mode (a
-re-run resumes). Mode `blind` (a diagnostic) answers with no image and adds a per-category table:
-uniform chance, majority rate, the blind model, and the text-only predictors of
-rs_vqa_plugin/benchmark/baselines.py (learnt on the train split).
+seconds per question, the share of answers of the asked kind (a colour to a colour question,
+digits to a count; benchmark.answer_kinds); for dip and prune-only also localisation: the share
+of questions with a box whose final kept tokens touch the box, and "object followed": the share
+whose box stays in the tiles read at every level (where dip loses it otherwise). Answers are
+logged per mode (a re-run resumes). Mode `blind` (a diagnostic) answers with no image and adds a
+per-category table: uniform chance, majority rate, the blind model, and the text-only predictors
+of rs_vqa_plugin/benchmark/baselines.py (learnt on the train split).
 
     python bench/bench_default.py [--model models/default] [--scenes 3] [--stride 2]
         [--modes thumbnail,grid,prune-only,dip,full] [--out bench/out/default] [--split test]
@@ -186,6 +187,7 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
 
 
 def summarise(questions, records) -> dict:
+    from rs_vqa_plugin.benchmark.answer_kinds import is_of_kind
     from rs_vqa_plugin.engine.scoring import score_records
 
     answered = [r for r in records if "text" in r]
@@ -210,6 +212,17 @@ def summarise(questions, records) -> dict:
             # share of boxed questions whose object stayed in the tiles read at every level
             result["box_followed"] = sum(all(r["box_in_tiles"]) for r in followed) / len(followed)
             result["final_level"] = sum(r["levels"][-1] for r in answered) / len(answered)
+    # answers of the asked kind (a colour for a colour question, digits for a count), right or
+    # wrong: a wrong-kind answer shows the model did not understand the question at all
+    kinds = {}
+    for r in answered:
+        ok = is_of_kind(r["category"], r["text"])
+        if ok is not None:
+            kinds.setdefault(r["category"], []).append(ok)
+    if kinds:
+        every = [x for v in kinds.values() for x in v]
+        result["asked_kind"] = sum(every) / len(every)
+        result["asked_kind_by_category"] = {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
     finest = [r for r in answered if r.get("stop_reason") == "finest-level"]
     if any(r.get("stop_reason") for r in answered):
         result["finest_reached"] = len(finest) / len(answered)
@@ -218,7 +231,8 @@ def summarise(questions, records) -> dict:
 
 def table(summary: dict) -> str:
     cats = sorted({c for s in summary.values() for c in s.get("categories", {})})
-    head = ["mode", "AA", "OA"] + cats + ["vision tokens", "tiles", "s/question", "localisation",
+    head = ["mode", "AA", "OA"] + cats + ["asked kind", "vision tokens", "tiles", "s/question",
+                                          "localisation",
                                           "object followed", "final level", "finest reached"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mode, s in summary.items():
@@ -227,6 +241,7 @@ def table(summary: dict) -> str:
             continue
         row = [mode, f"{100 * s['AA']:.1f}", f"{100 * s['OA']:.1f}"]
         row += [f"{100 * s['categories'][c]:.0f}" if c in s["categories"] else "-" for c in cats]
+        row += [f"{100 * s['asked_kind']:.0f}%" if "asked_kind" in s else "-"]
         row += [f"{s['llm_vision_tokens']:.0f}", f"{s['tiles_encoded']:.1f}", f"{s['seconds']:.2f}",
                 f"{100 * s['localisation']:.0f}% of {s['boxed_questions']}" if "localisation" in s else "-",
                 f"{100 * s['box_followed']:.0f}%" if "box_followed" in s else "-",

@@ -129,11 +129,17 @@ def test_train_default_runs_a_few_steps_end_to_end(tmp_path):
     assert any(r.get("event") == "val" for r in log)
     assert any(r.get("em_search") is not None for r in log if r.get("event") == "val")
     assert any(r.get("stage", "").startswith("search") for r in steps)
+    # the new recipe's training-only losses ran and are logged separately
+    for key in ("kind", "dense", "dense_category", "dense_color", "dense_landcover"):
+        assert all(np.isfinite(r[key]) for r in steps), key
+    val = [r for r in log if r.get("event") == "val"][-1]
+    assert "kind_rate" in val and "em_by_category" in val and "landcover" in val["dense"]
     bundle = load_bundle(out / "bundle")
     assert bundle.manifest.rfm["made"] == "distilled"
     # the recipe keeps the shipped model's MSE form (the distill command's default changed)
     assert bundle.manifest.rfm["loss"]["mse_form"] == "probs"
     assert json.loads((out / "recipe.json").read_text())["seed"] == 1
+    _vision_interface_unchanged(out / "bundle", bundle.manifest)
     # --resume finds every stage done and only re-exports
     again = subprocess.run([sys.executable, "-m", "rs_vqa_plugin", "train-default", str(out),
                             "--resume"], cwd=REPO, env=env, capture_output=True, text=True,
@@ -152,3 +158,26 @@ def test_train_default_runs_a_few_steps_end_to_end(tmp_path):
     assert json.loads((out / "summary.json").read_text())["steps"] > 4
     load_bundle(out / "bundle")
     print(f"tiny train-default run: {seconds:.0f} s")
+
+
+def _vision_interface_unchanged(folder: Path, manifest):
+    """vision.onnx: pixels [N, 3, B, B] -> tokens [N, G*G, D], pooled [N, g*g, D]; the dense heads
+    (training only) are in no exported graph."""
+    import onnx
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(folder / "vision.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["pixels"]
+    assert [o.name for o in session.get_outputs()] == ["tokens", "pooled"]
+    b, G = manifest.tile_size, manifest.tile_size // manifest.patch_size
+    g = -(-G // 2)
+    tokens, pooled = session.run(None, {"pixels": np.zeros((3, 3, b, b), np.float32)})
+    assert tokens.shape[:2] == (3, G * G) and pooled.shape[:2] == (3, g * g)
+    assert tokens.shape[2] == pooled.shape[2] == manifest.hidden_size
+    for path in folder.rglob("*.onnx"):
+        names = [t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer]
+        assert not [n for n in names if "dense" in n], path
+    from safetensors import safe_open
+    for path in folder.rglob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            assert not [k for k in f.keys() if "dense" in k], path

@@ -3,7 +3,10 @@ the engine's own `assemble`, stored as flat numpy arrays (npz, no pickle) so tra
 
 Sequence codes: a code >= 0 is a vision token (0..G*G-1 the thumbnail's, then the view's tiles'
 pooled tokens in tile order); a code < 0 is the text token id -1 - code (the separator and the
-row newlines are the "\\n" token, as the converter's embeddings are)."""
+row newlines are the "\\n" token, as the converter's embeddings are).
+
+Dense targets (dense.py) belong to images, not views: per cached image the labels of its LLM
+vision tokens (the thumbnail's G x G patch tokens, a tile's g x g pooled tokens)."""
 
 from __future__ import annotations
 
@@ -14,10 +17,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ...benchmark.answer_kinds import KINDS as ANSWER_KINDS
+from .dense import HEADS, SceneTruth
 from .views import prune_keep, token_box_distance, token_box_flags, views_for_question
 
 KINDS = {"level1": 0, "zoom": 1, "zoom-pruned": 2, "thumbnail": 3, "search": 4}
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+
+
+class StaleCache(ValueError):
+    """A view cache written by an older version of this code: rebuild it."""
 
 
 @dataclass
@@ -36,6 +45,11 @@ class ViewCache:
     kind: np.ndarray            # int8 [S] (KINDS)
     level: np.ndarray           # int16 [S]
     question: np.ndarray        # int32 [S] index into meta['questions']
+    category: np.ndarray        # int8 [S] index into answer_kinds.KINDS (-1: not a benchmark one)
+    dense: np.ndarray           # int8 [cells, len(dense.HEADS)] per image token cell (empty: none)
+    dense_offsets: np.ndarray   # int64 [N + 1] (all zero without dense targets)
+    image_level: np.ndarray     # int16 [N] pyramid level of each image (0: thumbnail)
+    image_finest: np.ndarray    # bool [N] the image is a tile of its scene's finest level
     meta: dict
 
     def __len__(self) -> int:
@@ -48,7 +62,16 @@ class ViewCache:
                 "dist": self.dist[a:b],
                 "answer": self.answers[c:d], "thumb": int(self.thumb[i]),
                 "tiles": np.arange(self.tile_start[i], self.tile_start[i] + self.tile_count[i]),
-                "kind": int(self.kind[i]), "level": int(self.level[i])}
+                "kind": int(self.kind[i]), "level": int(self.level[i]),
+                "category": int(self.category[i])}
+
+    @property
+    def has_dense(self) -> bool:
+        return self.dense.shape[0] > 0
+
+    def image_targets(self, i: int) -> np.ndarray:
+        """int8 [cells, heads] of image i (its token grid in raster order)."""
+        return self.dense[self.dense_offsets[i]:self.dense_offsets[i + 1]]
 
     def save(self, path) -> Path:
         path = Path(path)
@@ -61,10 +84,10 @@ class ViewCache:
     @classmethod
     def load(cls, path) -> "ViewCache":
         with np.load(path, allow_pickle=False) as data:
-            values = {k: data[k] for k in cls.__dataclass_fields__ if k != "meta"}
             meta = json.loads(bytes(data["meta"]).decode())
-        if meta.get("version") != CACHE_VERSION:
-            raise ValueError(f"{path} is an old view cache; delete it to rebuild")
+            if meta.get("version") != CACHE_VERSION:
+                raise StaleCache(f"{path} is an old view cache; delete it to rebuild")
+            values = {k: data[k] for k in cls.__dataclass_fields__ if k != "meta"}
         return cls(meta=meta, **values)
 
 
@@ -73,19 +96,30 @@ class _Builder:
         self.recipe, self.text = recipe, text
         self.images: List[np.ndarray] = []
         self.n_images = 0
+        self.dense: List[np.ndarray] = []
+        self.image_level: List[np.ndarray] = []
+        self.image_finest: List[np.ndarray] = []
         self.rows: Dict[str, list] = {k: [] for k in ("codes", "hr", "box", "dist", "answers", "thumb",
                                                         "tile_start", "tile_count", "kind",
-                                                        "level", "question")}
+                                                        "level", "question", "category")}
         self.questions: List[dict] = []
         mean = np.asarray(recipe_mean(), dtype=np.float32) * 255.0
         self.fill = np.round(mean).astype(np.uint8)
 
-    def add_images(self, pixels: np.ndarray, valid: np.ndarray) -> int:
+    def add_images(self, pixels: np.ndarray, valid: np.ndarray, level: int, finest: bool,
+                   targets: Optional[np.ndarray] = None) -> int:
+        """Append images (a thumbnail or tiles of one level) and their dense targets, if any:
+        int8 [n_images * cells, heads], each image's cells in raster order."""
         pixels = np.array(pixels, dtype=np.uint8, copy=True)
         pixels[~valid] = self.fill      # what the engine's normalise does with padding / nodata
         start = self.n_images
         self.images.append(pixels.reshape(-1, *pixels.shape[-3:]))
-        self.n_images += self.images[-1].shape[0]
+        n = self.images[-1].shape[0]
+        self.n_images += n
+        self.image_level.append(np.full(n, level, np.int16))
+        self.image_finest.append(np.full(n, finest, bool))
+        if targets is not None:
+            self.dense.append(np.asarray(targets, np.int8).reshape(n, -1, targets.shape[-1]))
         return start
 
     def finish(self, meta: dict) -> ViewCache:
@@ -98,7 +132,17 @@ class _Builder:
         images = (np.concatenate(self.images) if self.images
                   else np.zeros((0, b, b, 3), np.uint8))
         meta = dict(meta, version=CACHE_VERSION, questions=self.questions)
-        return ViewCache(images=images, codes=flat(r["codes"], np.int32),
+        if self.dense:
+            per_image = [t for block in self.dense for t in block]
+            dense = np.concatenate(per_image)
+            dense_offsets = offsets(per_image)
+        else:
+            dense = np.zeros((0, len(HEADS)), np.int8)
+            dense_offsets = np.zeros(self.n_images + 1, np.int64)
+        return ViewCache(dense=dense, dense_offsets=dense_offsets,
+                         image_level=flat(self.image_level, np.int16),
+                         image_finest=flat(self.image_finest, bool),
+                         category=np.asarray(r["category"], np.int8),images=images, codes=flat(r["codes"], np.int32),
                          code_offsets=offsets(r["codes"]), hr=flat(r["hr"], bool),
                          box=flat(r["box"], bool), dist=flat(r["dist"], np.float16),
                          answers=flat(r["answers"], np.int32),
@@ -126,6 +170,7 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
 
     builder = _Builder(recipe, text)
     G, g = recipe.patch_grid, recipe.pooled_grid
+    with_dense = recipe.uses_dense_heads
     thumb_codes = np.arange(G * G, dtype=np.float32)[:, None]
     newline_code = np.array([[-1.0 - text.newline_id]], dtype=np.float32)
     for scene_index, (image, questions) in enumerate(scenes):
@@ -135,7 +180,10 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
         with RasterSource(image) as source:
             plan = plan_pyramid(source.width, source.height, recipe.tile_size, g)
             reader = PyramidReader(source, plan)
-            thumb = builder.add_images(*reader.read_thumbnail())
+            finest = len(plan.levels)
+            truth = SceneTruth.from_image(image) if with_dense else None
+            thumb = builder.add_images(*reader.read_thumbnail(), 0, False,
+                                       truth.targets(plan, 0, [(0, 0)], G) if truth else None)
             level1_start = None     # level 1 is the same for every question of a scene: store once
             for q in questions:
                 box = q.get("hbox")
@@ -145,6 +193,8 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
                 suffix_codes = (-1.0 - np.asarray(suffix, np.float32))[:, None]
                 answer = text.answer(q["ground_truth"])
                 q_index = len(builder.questions)
+                category = q.get("category", "")
+                category_index = ANSWER_KINDS.index(category) if category in ANSWER_KINDS else -1
                 builder.questions.append({"question_id": q["question_id"], "image": q["image"],
                                           "category": q.get("category", ""),
                                           "ground_truth": q["ground_truth"]})
@@ -156,7 +206,10 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
                             start = level1_start
                         else:
                             pixels, valid = reader.read_tiles(view.level, view.tiles)
-                            start = builder.add_images(pixels, valid)
+                            targets = truth.targets(plan, view.level, view.tiles, g) if truth \
+                                else None
+                            start = builder.add_images(pixels, valid, view.level,
+                                                       view.level == finest, targets)
                             if view.kind == "level1":
                                 level1_start = start
                         codes = (G * G + np.arange(len(view.tiles) * g * g, dtype=np.float32))
@@ -191,7 +244,9 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
                     r["kind"].append(kind)
                     r["level"].append(view.level)
                     r["question"].append(q_index)
+                    r["category"].append(category_index)
         emit(events, progress_event("data", (scene_index + 1) / len(scenes),
                                     f"views of {Path(image).name}: {len(questions)} questions"))
     return builder.finish({"kinds": list(kinds), "seed": int(seed),
-                           "images": [str(Path(p).name) for p, _ in scenes]})
+                           "images": [str(Path(p).name) for p, _ in scenes],
+                           "dense_grids": [G, g] if with_dense else None})

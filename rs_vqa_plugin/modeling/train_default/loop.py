@@ -18,6 +18,7 @@ from .dataset import KINDS
 # only depends on the step, so these steps are the same whatever the count becomes).
 TIMING_STEPS = 15
 REPLAN_SECONDS = 240
+VAL_NEW_TOKENS = 6          # greedy answer length in validation (answers are 1-3 tokens + end)
 
 
 def _kind_pools(cache) -> dict:
@@ -70,6 +71,10 @@ class Trainer:
         self.ckpt.mkdir(parents=True, exist_ok=True)
         self.log = log
         params = [p for p in model.parameters() if p.requires_grad]
+        # A probe (recipe.dense_probe) must not change the model's training: its heads stay out
+        # of the gradient norm that clipping scales the model's gradients by.
+        self.clipped = [p for name, p in model.named_parameters() if p.requires_grad and not (
+            getattr(recipe, "dense_probe", False) and name.startswith("dense_heads."))]
         self.optimizer = torch.optim.AdamW(params, lr=recipe.stages[0].lr,
                                            weight_decay=recipe.weight_decay)
         self.step = 0
@@ -115,8 +120,10 @@ class Trainer:
     # ------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self) -> dict:
-        """Answer exact match (teacher-forced argmax over the whole answer) and RFM box hits on
-        the val views; the selection score is the answer exact match."""
+        """On the val views: answer exact match (teacher-forced argmax over the whole answer) by
+        view kind and by question category, the share of greedy answers of the asked kind, RFM
+        box hits, and the dense heads' accuracy on the val images. Selection uses `em`."""
+        from ...benchmark.answer_kinds import KINDS as ANSWER_KINDS, is_of_kind
         from .model import collate
 
         cache = self.val_cache
@@ -124,6 +131,8 @@ class Trainer:
         n = min(len(cache), self.recipe.val_questions * 3)
         idx = np.linspace(0, len(cache) - 1, n).astype(int) if n else np.zeros(0, int)
         hits = {k: [] for k in KINDS}
+        by_category = {k: [] for k in ANSWER_KINDS}
+        of_kind = {k: [] for k in ANSWER_KINDS}
         box_hits = []
         names = {v: k for k, v in KINDS.items()}
         for start in range(0, len(idx), self.recipe.batch_size):
@@ -134,21 +143,36 @@ class Trainer:
             labels = batch["labels"][:, 1:]
             for b in range(len(batch["kind"])):
                 where = labels[b] != -100
-                hits[names[batch["kind"][b]]].append(bool((pred[b][where] == labels[b][where]).all()))
+                right = bool((pred[b][where] == labels[b][where]).all())
+                hits[names[batch["kind"][b]]].append(right)
+                q = int(batch["query"][b])
+                category = int(batch["category"][b])
+                if category >= 0:
+                    by_category[ANSWER_KINDS[category]].append(right)
+                    ids = self.model.greedy_answer(embeds[b, :q + 1], self.text.end_id,
+                                                   VAL_NEW_TOKENS)
+                    answer = self.text.tokenizer.decode(ids, skip_special_tokens=True)
+                    of_kind[ANSWER_KINDS[category]].append(
+                        bool(is_of_kind(ANSWER_KINDS[category], answer)))
                 box = batch["box"][b]
                 if bool(box.any()):
-                    q = int(batch["query"][b])
                     scores = self.model.rfm.scores(embeds[b, :q + 1], batch["hr"][b, :q + 1],
                                                    torch.tensor(q))
                     hr_scores = scores[batch["hr"][b, :q + 1]]
                     k = max(1, int(math.ceil(self.recipe.alpha * hr_scores.numel())))
                     top = torch.topk(hr_scores, k).indices
                     box_hits.append(bool(box[:q + 1][batch["hr"][b, :q + 1]][top].any()))
-        self.model.train()
         result = {f"em_{k}": (float(np.mean(v)) if v else None) for k, v in hits.items()}
         every = [x for v in hits.values() for x in v]
         result["em"] = float(np.mean(every)) if every else 0.0
         result["rfm_box_hit"] = float(np.mean(box_hits)) if box_hits else None
+        result["em_by_category"] = {k: float(np.mean(v)) for k, v in by_category.items() if v}
+        result["kind_by_category"] = {k: float(np.mean(v)) for k, v in of_kind.items() if v}
+        kinds = [x for v in of_kind.values() for x in v]
+        result["kind_rate"] = float(np.mean(kinds)) if kinds else None
+        if self.model.dense_heads is not None and cache.has_dense:
+            result["dense"] = dense_accuracy(self.model, cache)
+        self.model.train()
         return result
 
     # ------------------------------------------------------------ loop
@@ -176,7 +200,7 @@ class Trainer:
             parts = self.model(batch)
             self.optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.clipped, r.grad_clip)
             self.optimizer.step()
             self.step += 1
             now = time.perf_counter()
@@ -220,3 +244,49 @@ class Trainer:
             self.best = result["em"]
             self.save("best.pt")
         return result
+
+
+@torch.no_grad()
+def dense_accuracy(model, cache, chunk: int = 256) -> dict:
+    """Accuracy of each dense head on every image of `cache` (thumbnails: patch tokens; tiles:
+    pooled tokens): `category` on cells with an object (right category), `none` on empty cells,
+    the attributes on object cells, `landcover` on every labelled cell; `*_finest` on the tiles
+    of the finest level only (objects at full resolution: what dip reads at the end)."""
+    from .dense import HEADS
+
+    counts = {}
+
+    def add(key, ok):
+        c = counts.setdefault(key, [0, 0])
+        c[0] += int(ok.sum())
+        c[1] += int(ok.numel())
+
+    n = cache.images.shape[0]
+    for start in range(0, n, chunk):
+        ids = np.arange(start, min(n, start + chunk))
+        images = torch.from_numpy(np.ascontiguousarray(cache.images[ids]))
+        tokens, pooled = model.encode(images)
+        for local, i in enumerate(ids):
+            thumb = int(cache.image_level[i]) == 0
+            x = (tokens if thumb else pooled)[local]
+            y = torch.from_numpy(cache.image_targets(int(i)).astype(np.int64))
+            if x.shape[0] != y.shape[0]:
+                raise ValueError(f"image {i}: {x.shape[0]} tokens but {y.shape[0]} dense labels; "
+                                 "the view cache was built for another patch size (rebuild it)")
+            logits = model.dense_heads(x)
+            finest = bool(cache.image_finest[i])
+            obj = y[:, 0] > 0
+            for h, name in enumerate(HEADS):
+                pred = logits[name].argmax(-1)
+                if name == "category":
+                    add("category", (pred == y[:, 0])[obj])
+                    add("none", (pred == 0)[y[:, 0] == 0])
+                    if finest:
+                        add("category_finest", (pred == y[:, 0])[obj])
+                    continue
+                valid = y[:, h] >= 0
+                add(name, (pred == y[:, h])[valid])
+                if finest and name != "landcover":
+                    add(f"{name}_finest", (pred == y[:, h])[valid])
+    return {k: (round(c[0] / c[1], 4) if c[1] else None) for k, c in counts.items()} | {
+        "object_cells": counts.get("category", [0, 0])[1]}

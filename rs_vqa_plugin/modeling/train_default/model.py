@@ -17,6 +17,7 @@ from ..distill_loss import DistillLossSettings, distill_loss
 from ..export_vision import VisionGraph, vision_spec
 from ..llava_parts import CLIP_MEAN, CLIP_STD
 from ..rfm_torch import RegionFocusTorch
+from .dense import CLASSES as DENSE_CLASSES, HEADS as DENSE_HEADS
 
 IGNORE = -100
 
@@ -50,9 +51,24 @@ def build_llava(recipe, tokenizer):
     return model
 
 
+class DenseHeads(nn.Module):
+    """One linear head per dense label (dense.HEADS) on the projected vision tokens, i.e. on what
+    the LLM reads: the labels must be linearly there. Training only: not part of the LLaVA that
+    is exported."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.heads = nn.ModuleDict({name.replace(" ", "_"): nn.Linear(width, len(DENSE_CLASSES[name]))
+                                    for name in DENSE_HEADS})
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {name: self.heads[name.replace(" ", "_")](x) for name in DENSE_HEADS}
+
+
 class DefaultModel(nn.Module):
     """LLaVA + RFM trained jointly: LM loss on answer tokens + the paper's distillation loss +
-    box grounding of the teacher's and the RFM's query attention (our addition, see recipe)."""
+    box grounding of the teacher's and the RFM's query attention (our addition, see recipe) +
+    dense labels of the vision tokens and the answer-kind loss (training only, see recipe)."""
 
     def __init__(self, llava, recipe, rfm: RegionFocusTorch = None):
         super().__init__()
@@ -69,14 +85,24 @@ class DefaultModel(nn.Module):
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.settings = DistillLossSettings(mse_form=recipe.distill_mse_form)
+        self.dense_heads = DenseHeads(recipe.text_hidden) if recipe.uses_dense_heads else None
+        none_weight = torch.ones(len(DENSE_CLASSES["category"]))
+        none_weight[0] = float(getattr(recipe, "dense_none_weight", 1.0))
+        self.register_buffer("none_weight", none_weight, persistent=False)
+        # [answer kinds, vocab] first tokens of each category's answers (set_answer_kinds)
+        self.register_buffer("kind_first", torch.zeros(0, 0, dtype=torch.bool), persistent=False)
+
+    def set_answer_kinds(self, first_tokens) -> None:
+        """bool [len(answer_kinds.KINDS), vocab]: the tokens that may start an answer of each kind."""
+        self.kind_first = torch.as_tensor(np.asarray(first_tokens), dtype=torch.bool)
 
     def encode(self, images: torch.Tensor):
         """uint8 [N, B, B, 3] -> (tokens [N, G*G, D], pooled [N, g*g, D]) as vision.onnx."""
         x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
         return self.vision(x)
 
-    def embed_batch(self, batch: dict) -> torch.Tensor:
-        tokens, pooled = self.encode(batch["images"])
+    def embed_batch(self, batch: dict, encoded=None) -> torch.Tensor:
+        tokens, pooled = encoded if encoded is not None else self.encode(batch["images"])
         d = tokens.shape[-1]
         tables = []
         for thumb, tiles in zip(batch["thumb"], batch["tiles"]):
@@ -94,7 +120,8 @@ class DefaultModel(nn.Module):
 
     def forward(self, batch: dict) -> Dict[str, torch.Tensor]:
         r = self.recipe
-        embeds = self.embed_batch(batch)
+        encoded = self.encode(batch["images"])
+        embeds = self.embed_batch(batch, encoded)
         out = self.lm(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                       output_attentions=True)
         hidden = out.last_hidden_state
@@ -138,6 +165,84 @@ class DefaultModel(nn.Module):
         parts["rfm_box"] = torch.stack(rfm_box_terms).mean() if rfm_box_terms else zero
         parts["loss"] = (lm_loss + r.lambda_distill * parts["distill"]
                          + r.lambda_ground * parts["ground"] + r.lambda_rfm_box * parts["rfm_box"])
+        lambda_kind = float(getattr(r, "lambda_kind", 0.0))
+        if lambda_kind > 0 and self.kind_first.numel():
+            parts["kind"] = self.kind_loss(hidden, batch)
+            parts["loss"] = parts["loss"] + lambda_kind * parts["kind"]
+        if self.dense_heads is not None and "dense_thumb" in batch:
+            dense = self.dense_loss(batch, *encoded)
+            parts.update(dense)
+            # a probe's loss reaches only its heads (dense_loss detaches the tokens)
+            scale = 1.0 if r.dense_probe else r.lambda_dense
+            parts["loss"] = parts["loss"] + scale * dense["dense"]
+        return parts
+
+    @torch.no_grad()
+    def greedy_answer(self, embeds: torch.Tensor, end_id: int, max_new: int) -> List[int]:
+        """Token ids of the greedy answer after a prompt's embeddings [L, D] (as the engine
+        decodes), without the end token."""
+        import inspect
+
+        # transformers 5.x renamed past_key_values to cache (as engine.llm, accept either)
+        name = "cache" if "cache" in inspect.signature(self.lm.forward).parameters \
+            else "past_key_values"
+        out = self.lm(inputs_embeds=embeds[None], use_cache=True)
+        ids: List[int] = []
+        for _ in range(max_new):
+            token = int(self.head(out.last_hidden_state[0, -1]).argmax(-1))
+            if token == end_id:
+                break
+            ids.append(token)
+            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            out = self.lm(inputs_embeds=self.lm.embed_tokens(torch.tensor([[token]])),
+                          use_cache=True, **{name: cache})
+        return ids
+
+    def first_answer_logits(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        """[Bt, vocab] logits at the query position (the one that predicts the first answer token)."""
+        rows = torch.arange(hidden.shape[0])
+        return self.head(hidden[rows, batch["query"]]).float()
+
+    def kind_loss(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        """-log of the first answer token's probability mass on the asked kind's first tokens."""
+        category = batch["category"]
+        known = category >= 0
+        if not bool(known.any()):
+            return hidden.new_zeros(())
+        logits = self.first_answer_logits(hidden, batch)[known]
+        allowed = self.kind_first[category[known]]
+        inside = torch.logsumexp(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+        return (torch.logsumexp(logits, dim=-1) - inside).mean()
+
+    def dense_features(self, batch: dict, tokens: torch.Tensor, pooled: torch.Tensor):
+        """(features [M, D], targets [M, heads]): the thumbnails' patch tokens and the tiles'
+        pooled tokens of the batch's images, with their dense labels."""
+        d = tokens.shape[-1]
+        feats = [tokens[batch["dense_thumb_images"]].reshape(-1, d),
+                 pooled[batch["dense_tile_images"]].reshape(-1, d)]
+        targets = [batch["dense_thumb"].reshape(-1, len(DENSE_HEADS)),
+                   batch["dense_tile"].reshape(-1, len(DENSE_HEADS))]
+        return torch.cat(feats), torch.cat(targets).long()
+
+    def dense_loss(self, batch: dict, tokens: torch.Tensor, pooled: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x, y = self.dense_features(batch, tokens, pooled)
+        if self.recipe.dense_probe:
+            x = x.detach()
+        logits = self.dense_heads(x)
+        weights = self.recipe.dense_weights
+        total = x.new_zeros(())
+        parts = {}
+        for h, name in enumerate(DENSE_HEADS):
+            t = y[:, h]
+            valid = t >= 0
+            if not bool(valid.any()):
+                parts[f"dense_{name}"] = x.new_zeros(())
+                continue
+            loss = F.cross_entropy(logits[name][valid].float(), t[valid],
+                                   weight=self.none_weight if name == "category" else None)
+            parts[f"dense_{name}"] = loss
+            total = total + float(weights.get(name, 0.0)) * loss
+        parts["dense"] = total
         return parts
 
 
@@ -198,6 +303,24 @@ def collate(cache, indices, prompt_text) -> dict:
         dist[b, :p] = torch.from_numpy(s["dist"].astype(np.float32))
         query[b] = p - 1
     images = torch.from_numpy(np.ascontiguousarray(cache.images[image_ids]))
-    return {"images": images, "thumb": thumbs, "tiles": tiles, "codes": codes, "labels": labels,
-            "attention_mask": mask, "hr": hr, "box": box, "dist": dist, "query": query,
-            "pad_id": prompt_text.pad_id, "kind": [s["kind"] for s in samples]}
+    batch = {"images": images, "thumb": thumbs, "tiles": tiles, "codes": codes, "labels": labels,
+             "attention_mask": mask, "hr": hr, "box": box, "dist": dist, "query": query,
+             "pad_id": prompt_text.pad_id, "kind": [s["kind"] for s in samples],
+             "category": torch.tensor([s["category"] for s in samples], dtype=torch.long)}
+    if cache.has_dense:
+        batch.update(dense_targets(cache, image_ids, set(thumbs)))
+    return batch
+
+
+def dense_targets(cache, image_ids: List[int], thumbs) -> dict:
+    """The dense labels of a batch's images (local indices `thumbs` are thumbnails: patch-grid
+    tokens; the others tiles: pooled tokens)."""
+    def stack(local):
+        parts = [cache.image_targets(image_ids[i]) for i in local]
+        return torch.from_numpy(np.stack(parts)) if parts else torch.zeros((0, 0, len(DENSE_HEADS)),
+                                                                           dtype=torch.int8)
+    thumb_local = sorted(thumbs)
+    tile_local = [i for i in range(len(image_ids)) if i not in thumbs]
+    return {"dense_thumb_images": torch.tensor(thumb_local, dtype=torch.long),
+            "dense_tile_images": torch.tensor(tile_local, dtype=torch.long),
+            "dense_thumb": stack(thumb_local), "dense_tile": stack(tile_local)}

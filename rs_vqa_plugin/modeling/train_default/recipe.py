@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 
 @dataclass
@@ -82,6 +82,21 @@ class Recipe:
     ground_target: str = "soft"
     ground_sigma: float = 1.0
     soft_from_step: int = 0
+    # Dense supervision of the vision tower (dense.py; training only, the heads are not exported):
+    # per LLM vision token, linear heads on the projected tokens predict the cell's object
+    # category (or none), colour, shape, status, background and land cover. The LM loss alone
+    # never taught the tower to keep a 5 x 10 px vehicle's colour in its token.
+    lambda_dense: float = 1.0
+    dense_weights: Dict[str, float] = field(default_factory=lambda: {
+        "category": 1.0, "color": 1.0, "shape": 0.5, "status": 0.5, "background": 0.5,
+        "landcover": 0.5})
+    dense_none_weight: float = 0.2   # class weight of "no object" (most cells are empty)
+    # True: the heads read detached tokens (a linear probe trained alongside, no effect on the
+    # model): measures what an old-recipe tower encodes, for comparisons.
+    dense_probe: bool = False
+    # Answer of the asked kind: -log of the probability mass the first answer token puts on the
+    # first tokens of the question category's answers (benchmark.answer_kinds).
+    lambda_kind: float = 0.5
     stages: List[Stage] = field(default_factory=lambda: [
         Stage("warm-up on zoomed views", 0.2, 1.5e-3, ["zoom"]),
         Stage("joint: thumbnail, level 1 and zoomed views", 0.8, 1e-3,
@@ -96,6 +111,10 @@ class Recipe:
     def pooled_grid(self) -> int:
         return -(-self.patch_grid // 2)
 
+    @property
+    def uses_dense_heads(self) -> bool:
+        return self.lambda_dense > 0 or self.dense_probe
+
     def train_kinds(self) -> tuple:
         """View kinds drawn per training question (the train cache holds exactly these)."""
         return tuple(["thumbnail", "level1"] + ["zoom"] * self.zoom_views
@@ -108,6 +127,9 @@ class Recipe:
     def from_dict(cls, data: dict) -> "Recipe":
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
+        for name, value in LEGACY.items():
+            # a recipe.json written before the field existed: the run it describes had it off
+            values.setdefault(name, value)
         if "stages" in values:
             values["stages"] = [Stage(**s) for s in values["stages"]]
         return cls(**values)
@@ -120,6 +142,15 @@ class Recipe:
     @classmethod
     def load(cls, path) -> "Recipe":
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# Fields added after the shipped run, with the values that reproduce runs saved without them.
+LEGACY = {"lambda_dense": 0.0, "dense_probe": False, "lambda_kind": 0.0}
+
+
+def legacy_recipe(seed: int = 0) -> Recipe:
+    """The recipe of the shipped bundle (models/default): no dense heads, no answer-kind loss."""
+    return Recipe(seed=seed, **LEGACY)
 
 
 # dip's deeper sequences hold the object among many selected tiles; this stage trains the RFM to

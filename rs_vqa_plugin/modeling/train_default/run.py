@@ -69,7 +69,7 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
 
     from ..quiet import quiet_model_libraries
     from .data_source import make_split
-    from .dataset import ViewCache, build_view_cache
+    from .dataset import StaleCache, ViewCache, build_view_cache
     from .export import export_bundle
     from .loop import Trainer
     from .model import DefaultModel, build_llava
@@ -122,13 +122,21 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
         path = out / "cache" / f"{split}.npz"
         kinds = kinds or recipe.train_kinds()
         if path.is_file():
-            cache = ViewCache.load(path)
-            if tuple(cache.meta.get("kinds", ())) == tuple(kinds):
-                caches[split] = cache
-                continue
-            # The recipe gained view kinds (a resumed run with a newer recipe): rebuild.
-            log({"event": "views-stale", "split": split, "had": cache.meta.get("kinds")})
-            del cache
+            try:
+                cache = ViewCache.load(path)
+            except StaleCache:
+                log({"event": "views-stale", "split": split, "why": "older cache version"})
+            else:
+                grids = [recipe.patch_grid, recipe.pooled_grid] if recipe.uses_dense_heads else None
+                if (tuple(cache.meta.get("kinds", ())) == tuple(kinds)
+                        and cache.meta.get("dense_grids") == grids):
+                    caches[split] = cache
+                    continue
+                # The recipe gained view kinds or dense heads (a resumed run with a newer
+                # recipe): rebuild.
+                log({"event": "views-stale", "split": split, "had": cache.meta.get("kinds"),
+                     "dense_grids": cache.meta.get("dense_grids")})
+                del cache
         path.parent.mkdir(parents=True, exist_ok=True)
         cache = build_view_cache(splits[split], recipe, text, kinds,
                                  seed=recipe.seed + (0 if split == "train" else 10 ** 6),
@@ -158,6 +166,7 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
     model = DefaultModel(build_llava(recipe, tokenizer), recipe)
+    model.set_answer_kinds(text.kind_first_tokens(len(tokenizer)))
     trainer = Trainer(model, recipe, caches["train"], caches["val"], text, out, log=log)
     trainer.resume()
     if extending:

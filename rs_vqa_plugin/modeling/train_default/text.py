@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
+import numpy as np
+
 from ...engine.prompt import CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPTS, IMAGE_PLACEHOLDER, prompt_ids
 
 
@@ -30,3 +32,14 @@ class PromptText:
 
     def answer(self, text: str) -> List[int]:
         return self.ids(str(text).strip()) + [self.end_id]
+
+    def kind_first_tokens(self, vocab_size: int) -> np.ndarray:
+        """bool [len(answer_kinds.KINDS), vocab_size]: the first token of every answer of each
+        kind (the answer-kind loss keeps the first answer token's mass among them)."""
+        from ...benchmark.answer_kinds import KINDS, answer_words
+
+        table = np.zeros((len(KINDS), vocab_size), dtype=bool)
+        for k, kind in enumerate(KINDS):
+            for word in answer_words(kind):
+                table[k, self.answer(word)[0]] = True
+        return table
