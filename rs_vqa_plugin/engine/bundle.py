@@ -410,7 +410,7 @@ def _check_geometry(manifest_path: Path, m: Manifest) -> None:
     except InputError as exc:
         raise BundleError(str(exc)) from None
     limit = m.llm.get("max_context")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+    if limit is not None and not (_is_int(limit) and limit >= 1):
         raise BundleError(f"{manifest_path}: llm.max_context is {limit!r}; it must be a positive "
                           "integer (the context length the model was trained at).")
 
