@@ -74,6 +74,52 @@ def test_gqa_graph_scores_equal_torch(tmp_path, kv_heads, fp16):
         assert np.abs(got - want).max() <= (2e-4 if fp16 else 1e-6), (length, kv_heads)
 
 
+def _rope_frequencies(graph):
+    """The constant(s) the positions are multiplied by on the way to the rotation's Cos."""
+    producers = {out: node for node in graph.node for out in node.output}
+    constants = {t.name: t for t in graph.initializer}
+    node = producers[next(n for n in graph.node if n.op_type == "Cos").input[0]]
+    while node.op_type != "Mul":
+        node = producers[node.input[0]]
+    return [constants[name] for name in node.input if name in constants]
+
+
+@pytest.mark.parametrize("keep_rope_float32", [True, False])
+def test_fp16_graph_keeps_rope_in_float32_at_long_positions(tmp_path, monkeypatch, keep_rope_float32):
+    """The fp16 graph multiplies positions by the float32 frequencies (halved, they rotate a far
+    query by tenths of a radian at 4,000 tokens), and its scores at 4,000 tokens stay within fp16
+    rounding of torch's float32 ones. The control (frequencies halved like the weights) shows the
+    frequency check can fail."""
+    import copy
+
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from rs_vqa_plugin.engine.onnx_session import make_session
+    from rs_vqa_plugin.modeling import export_rfm as module
+
+    if not keep_rope_float32:
+        monkeypatch.setattr(module, "_half_keeping_rope", lambda rfm: copy.deepcopy(rfm).half())
+    rfm = _random_rfm(2, layers=(1, 2))
+    path = module.export_rfm_onnx(rfm, tmp_path / "rfm16.onnx", fp16=True)
+    freq = _rope_frequencies(onnx.load(str(path)).graph)
+    assert len(freq) == 1 and list(freq[0].dims)[-1] == 8      # head_dim 16
+    exact = np.array_equal(numpy_helper.to_array(freq[0]).ravel(), rfm.inv_freq.numpy())
+    assert exact == keep_rope_float32
+    if not keep_rope_float32:
+        return
+    session, _ = make_session(path, "cpu")
+    length = 4000
+    embeds = np.random.default_rng(7).normal(size=(length, 64)).astype(np.float32)
+    hr = np.arange(length) < length - 5
+    got = session.run(["scores"], {"inputs_embeds": embeds[None], "hr_mask": hr,
+                                   "query_index": np.asarray(length - 1, dtype=np.int64)})[0]
+    with torch.no_grad():
+        want = rfm.scores(torch.from_numpy(embeds), torch.from_numpy(hr), torch.tensor(length - 1)).numpy()
+    assert np.abs(got - want).max() / want.max() < 0.02
+
+
 def _memory_growth_mb(graph: Path, length: int, tmp_path: Path) -> float:
     """Peak RSS above the loaded session for one scoring pass, in a fresh process (the memory
     benchmark's own child)."""

@@ -28,6 +28,17 @@ class _ScoringGraph(torch.nn.Module):
         return self.rfm.scores(embeds, hr_mask, query_index).float()
 
 
+def _half_keeping_rope(rfm):
+    """A float16 copy whose RoPE frequencies stay float32. Halved, inv_freq carries a relative
+    error of up to 5e-4, which turns a rotation by up to 0.6 rad at position 4,000 and several
+    radians at 12,000 (the length of one N_max = 80 pass of a 7B bundle): the scores of far
+    tokens would be wrong, not merely rounded. The rotation tables are computed in float32 and
+    only then cast to the layers' dtype (RegionFocusTorch._rope_tables)."""
+    module = copy.deepcopy(rfm).half()
+    module.inv_freq = rfm.inv_freq.detach().float().clone()
+    return module
+
+
 def export_rfm_onnx(rfm, path, fp16: bool = False, example_length: int = 48,
                     attention: str = "gqa") -> Path:
     """Write rfm.onnx (inputs/outputs fixed by the bundle contract). fp16 halves the weights for
@@ -37,7 +48,7 @@ def export_rfm_onnx(rfm, path, fp16: bool = False, example_length: int = 48,
     if attention not in GRAPH_ATTENTION:
         raise ValueError(f"attention must be one of {GRAPH_ATTENTION}, not {attention!r}")
     path = Path(path)
-    module = copy.deepcopy(rfm).half() if fp16 else rfm.float()
+    module = _half_keeping_rope(rfm) if fp16 else rfm.float()
     graph = _ScoringGraph(module.eval(), fp16).eval()
     hidden = rfm.config.hidden_size
     example = (torch.randn(1, example_length, hidden),
