@@ -300,6 +300,14 @@ class RasterSource:
         rgba = lut[np.clip(index, 0, len(lut) - 1)]
         return np.ascontiguousarray(rgba[..., :3]), valid & known & (rgba[..., 3] > 0)
 
+    def file_list(self) -> List[str]:
+        """Every file the pixels come from, as GDAL sees them (the raster, its .ovr/.aux.xml/.msk,
+        a VRT's sources, the overview cache VRT): what must be unchanged for a reuse."""
+        files = {os.fspath(self.path)}
+        if self._ds is not None:
+            files.update(self._ds.GetFileList() or [])
+        return sorted(files)
+
     def close(self) -> None:
         self._ds = None
 
