@@ -213,7 +213,7 @@ class Engine:
                                  "masked) in the area asked about: choose another raster, band "
                                  "set or scope.")
             if not options.blind and self.tile_cache.enabled:
-                run.image_id = image_identity(source, source.file_list(), thumb_pixels, thumb_valid)
+                run.image_id = image_identity(source, thumb_pixels, thumb_valid)
             thumb = self._encode_thumbnail(run, plan, thumb_pixels, thumb_valid)
             prefix = np.asarray(self.llm.embed_ids(prefix_ids), dtype=np.float32)
             suffix = np.asarray(self.llm.embed_ids(suffix_ids), dtype=np.float32)

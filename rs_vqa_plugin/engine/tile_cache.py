@@ -3,9 +3,9 @@ the question, so a second question about the same raster encodes only the tiles 
 
 A bounded in-memory LRU (by bytes) owned by the long-lived Engine. Its keys hold everything a
 tile's pixels and their encoding come from, so that nothing is served stale: the model (the
-vision ONNX file as loaded, its normalisation, the device), the raster as GDAL reads it (every
-file of the dataset, with its size and times, and a digest of the thumbnail read this question),
-the band choice, 8-bit stretch, scope window and polygon mask, and the pyramid level's geometry.
+vision ONNX file as loaded, its normalisation, the device), the raster as GDAL reads it (its
+files' sizes and times, and a digest of the thumbnail read this question), the band choice, nodata,
+8-bit stretch, scope window and polygon mask, and the pyramid level's geometry.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import math
 import os
 from collections import OrderedDict
-from typing import Hashable, Iterable, Optional
+from typing import Hashable, Optional
 
 import numpy as np
 
@@ -120,8 +120,7 @@ def model_identity(bundle, provider: str) -> tuple:
             m.tile_size, m.patch_grid, m.pooled_grid, m.hidden_size, str(provider))
 
 
-def image_identity(source, files: Iterable[str], thumb_pixels: np.ndarray,
-                   thumb_valid: np.ndarray) -> str:
+def image_identity(source, thumb_pixels: np.ndarray, thumb_valid: np.ndarray) -> str:
     """A digest of what this question's pixels come from (see the module docstring). The
     thumbnail digest backs up the file stamps: an edit in place within the clock's resolution
     that keeps the size still shows in the whole-image read (unless it is smaller than a
@@ -132,11 +131,8 @@ def image_identity(source, files: Iterable[str], thumb_pixels: np.ndarray,
         h.update(repr(value).encode("utf-8"))
         h.update(b"\0")
 
-    add(sorted(file_stamp(f) for f in set(files)))
-    overviews = source.overviews
-    add((str(overviews.read_path), tuple(overviews.open_options)))
-    add((source.xoff, source.yoff, source.width, source.height))
-    add((tuple(source.bands), source.band_choice.palette, source.stretch))
+    add(sorted(file_stamp(f) for f in source.file_list()))
+    add(source.pixel_settings())
     mask = source.scope_mask
     if mask is not None:
         h.update(np.ascontiguousarray(mask.a).tobytes())
