@@ -91,7 +91,8 @@ def main(argv=None) -> int:
     if not raster.exists():
         make_rgb_scene(raster, size=args.size, seed=5)
     t = time.perf_counter()
-    engine = Engine(args.bundle, device="cpu")
+    # cold questions: the tile cache is measured by bench_tile_cache.py
+    engine = Engine(args.bundle, device="cpu", tile_cache_mb=0)
     load_s = time.perf_counter() - t
     m = engine.manifest
     finest = len(plan_pyramid(args.size, args.size, tile_size=m.tile_size,

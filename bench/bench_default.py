@@ -297,7 +297,8 @@ def main(argv=None) -> int:
     data = Path(args.data) if args.data else out / "data"
     out.mkdir(parents=True, exist_ok=True)
     questions = make_split_data(args.split, args.scenes, args.stride, data)
-    engine = Engine(args.model, device="cpu")
+    # cold questions: the tile cache is measured by bench_tile_cache.py
+    engine = Engine(args.model, device="cpu", tile_cache_mb=0)
     modes = [m for m in args.modes.split(",") if m]
     started = time.perf_counter()
     # Interleave the modes per question batch so a time limit cuts every mode equally.

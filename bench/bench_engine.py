@@ -62,7 +62,8 @@ def child(mode: str, raster: str, bundle: str) -> dict:
     from rs_vqa_plugin.engine.pipeline import AskOptions, Engine
 
     t0 = time.perf_counter()
-    engine = Engine(bundle, device="cpu")
+    # cold questions: the tile cache is measured by bench_tile_cache.py
+    engine = Engine(bundle, device="cpu", tile_cache_mb=0)
     load_s = time.perf_counter() - t0
     rss_loaded = current_rss_mb()
     qwen = ModelDims(**QWEN2_7B)

@@ -23,7 +23,9 @@ SIZE = (700, 500)   # tile 112: levels of long side 336, 350, 700 (3x3, 4x3, 7x5
 
 @pytest.fixture(scope="module")
 def engine(tiny_bundle):
-    return Engine(tiny_bundle, device="cpu")
+    # No tile cache: every mode here is checked as a first question (tiles and pixels it reads);
+    # reuse between questions is tested in test_tile_cache.py.
+    return Engine(tiny_bundle, device="cpu", tile_cache_mb=0)
 
 
 @pytest.fixture(scope="module")

@@ -108,3 +108,30 @@ def test_eval_missing_image_is_a_clear_error(tiny_bundle, images, capsys, tmp_pa
                  "--answers", str(tmp_path / "a.jsonl")])
     assert code == 2 and "nope.tif" in capsys.readouterr().err
     assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_eval_groups_questions_by_image_to_reuse_tile_encodings(tiny_bundle, images, capsys,
+                                                                 tmp_path):
+    questions = _questions(tmp_path / "q.jsonl")      # a, b, a
+    base = ["eval", str(questions), "--images", str(images), "--model", str(tiny_bundle),
+            "--device", "cpu", "--mode", "grid", "--max-new-tokens", "2"]
+    answers = tmp_path / "on.jsonl"
+    assert main(base + ["--answers", str(answers)]) == 0
+    records = [json.loads(line) for line in answers.read_text().splitlines()]
+    # Written in answering order: a's questions one after the other, then b's.
+    assert [r["question_id"] for r in records] == ["FAIR_1", "STAR_1", "FAIR_2"]
+    first, again, other = records
+    assert first["tiles_from_cache"] == 0 and first["tiles_encoded"] > 0
+    assert again["tiles_encoded"] == 0 and again["tiles_from_cache"] == first["tiles_encoded"]
+    assert other["tiles_from_cache"] == 0
+    assert "from the cache" in capsys.readouterr().err
+
+    off = tmp_path / "off.jsonl"
+    assert main(base + ["--answers", str(off), "--tile-cache-mb", "0"]) == 0
+    cold = [json.loads(line) for line in off.read_text().splitlines()]
+    assert [r["tiles_from_cache"] for r in cold] == [0, 0, 0]
+    assert [r["text"] for r in cold] == [r["text"] for r in records]
+    capsys.readouterr()
+    assert main(base + ["--answers", str(tmp_path / "bad.jsonl"), "--tile-cache-mb", "-5"]) == 2
+    assert "--tile-cache-mb must be 0 (off)" in capsys.readouterr().err
+    assert not (tmp_path / "bad.jsonl").exists()

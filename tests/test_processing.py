@@ -448,3 +448,27 @@ def test_ask_selection_is_an_advanced_parameter(rs_vqa_provider, tiny_bundle, sc
                                 "SELECTION": "mass:tile_budget=4",
                                 "OUTPUT": str(tmp_path / "mass.csv")})
     assert result["ANSWERED"] == 1
+
+
+def test_tile_cache_is_an_advanced_parameter_kept_with_the_engine(rs_vqa_provider, tiny_bundle,
+                                                                 scene, tmp_path):
+    from qgis.core import QgsApplication
+
+    from rs_vqa_plugin.processing import engine_cache
+
+    for name in ("rs_vqa:ask", "rs_vqa:evaluate"):
+        parameter = QgsApplication.processingRegistry().algorithmById(name).parameterDefinition(
+            "TILE_CACHE_MB")
+        assert parameter.flags() & parameter.FlagAdvanced and parameter.defaultValue() == 512
+    parameters = {"INPUT": str(scene), "QUESTIONS": QUESTIONS[0], "MODEL": str(tiny_bundle),
+                  "MODE": "grid", "MAX_TOKENS": 1, "TILE_CACHE_MB": 2}
+    run("rs_vqa:ask", {**parameters, "OUTPUT": str(tmp_path / "a.csv")})
+    with engine_cache.shared_engine(tiny_bundle, "auto") as engine:
+        cache = engine.tile_cache
+        held = len(cache)
+    assert cache.megabytes == 2 and held > 0
+    # The next run (a batch's next row) asks about the same raster: its tiles come from the cache.
+    run("rs_vqa:ask", {**parameters, "QUESTIONS": QUESTIONS[1], "OUTPUT": str(tmp_path / "b.csv")})
+    assert len(cache) == held
+    run("rs_vqa:ask", {**parameters, "TILE_CACHE_MB": 0, "OUTPUT": str(tmp_path / "c.csv")})
+    assert len(cache) == 0

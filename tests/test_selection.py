@@ -84,7 +84,7 @@ def test_oracle_scorer_run(tiny_bundle, tmp_path, selection, reaches_finest):
     assert t["selection"].startswith(selection)
     if reaches_finest:
         assert t["levels"][-1] == len(plan.levels) and t["stop_reason"] == "finest-level"
-        assert t["tiles_encoded"] <= 9 + 2 * MASS_DEFAULTS["tile_budget"]
+        assert t["tiles_encoded"] + t["tiles_from_cache"] <= 9 + 2 * MASS_DEFAULTS["tile_budget"]
         for level, tiles in t["tiles"].items():
             lv = plan.level(int(level))
             col, row = int(1520 * lv.scale_x // 112), int(619 * lv.scale_y // 112)

@@ -67,3 +67,21 @@ def test_close_ends_the_process(tiny_bundle):
     engine = WorkerEngine(sys.executable, tiny_bundle, "cpu")
     engine.close()
     assert engine._process.poll() is not None
+
+
+def test_the_worker_keeps_tile_encodings_between_asks_and_takes_their_bound(worker, scene):
+    from rs_vqa_plugin.engine.tile_cache import DEFAULT_MB
+
+    options = AskOptions(mode="grid", max_new_tokens=2)
+    worker.set_tile_cache_mb(0)          # empty, whatever earlier tests left
+    worker.set_tile_cache_mb(1.5)
+    first = worker.ask(scene, QUESTION, options)
+    second = worker.ask(scene, "What colour is the largest roof?", options)
+    assert second.trace["tiles_from_cache"] == first.trace["tiles_encoded"] > 0
+    assert second.trace["tiles_encoded"] == 0
+    assert second.trace["tile_cache"]["limit_mb"] == 1.5
+    worker.set_tile_cache_mb(0)
+    assert worker.ask(scene, QUESTION, options).trace["tiles_from_cache"] == 0
+    with pytest.raises(InputError, match="tile_cache_mb must be 0"):
+        worker.set_tile_cache_mb(-1)
+    worker.set_tile_cache_mb(DEFAULT_MB)

@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse, before reading, an RFM pass or LLM prefill estimated above "
                              "this (default: 80%% of the memory available)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_tile_cache_argument(parser)
     parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
     parser.add_argument("--heatmap", default=None,
                         help="write the heat cells to OUT.gpkg or OUT.geojson; an existing GeoPackage "
@@ -49,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (answer, mode, trace) instead of streaming")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def add_tile_cache_argument(parser: argparse.ArgumentParser) -> None:
+    from ..engine.tile_cache import DEFAULT_MB
+
+    parser.add_argument("--tile-cache-mb", type=float, default=DEFAULT_MB,
+                        help="MB of tile encodings kept for the next question about the same "
+                             f"raster in this process (default {DEFAULT_MB:g}, 0: off)")
 
 
 def parse_scope(text):
@@ -139,7 +148,10 @@ def summary_dict(answer) -> dict:
 def run(args) -> int:
     from ..engine.pipeline import AskOptions, Engine
 
+    from ..engine.tile_cache import check_megabytes
+
     heatmap = check_heatmap_path(args)
+    check_megabytes(args.tile_cache_mb, "--tile-cache-mb")
     options = AskOptions(mode=args.mode, alpha=args.alpha, n_max=args.n_max, level=args.level,
                          scope=parse_scope(args.scope), history=read_history(args.history),
                          bands=parse_bands(args.bands), max_new_tokens=args.max_new_tokens,
@@ -166,7 +178,7 @@ def run(args) -> int:
     if progress:
         progress({"type": "progress", "stage": "load", "fraction": 0.0,
                   "message": f"loading the model from {model}"})
-    engine = Engine(model, device=args.device)
+    engine = Engine(model, device=args.device, tile_cache_mb=args.tile_cache_mb)
     streamed = []
 
     def on_event(event) -> None:
@@ -191,7 +203,8 @@ def run(args) -> int:
         sys.stdout.flush()
         if not args.quiet:
             t = answer.trace
-            print(f"mode {answer.mode}: levels {t['levels']}, {t['tiles_encoded']} tiles encoded, "
+            cached = f" ({t['tiles_from_cache']} more from the cache)" if t["tiles_from_cache"] else ""
+            print(f"mode {answer.mode}: levels {t['levels']}, {t['tiles_encoded']} tiles encoded{cached}, "
                   f"{t['llm_vision_tokens']} image tokens to the LLM, "
                   f"{t['flops']['total']:.3g} FLOPs, {t['seconds']['total']:.1f} s"
                   + (f"; heatmap {heatmap.path} (layer {heatmap.layer})" if heatmap else ""),

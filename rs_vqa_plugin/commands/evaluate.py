@@ -11,7 +11,7 @@ HELP = "run an LRS-VQA question file and score it (accuracy per category, OA, AA
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .ask import MODES
+    from .ask import MODES, add_tile_cache_argument
 
     parser.add_argument("questions", help="questions in the LRS-VQA jsonl format")
     parser.add_argument("--images", help="folder holding the questions' images")
@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
+    add_tile_cache_argument(parser)
     parser.add_argument("--answers", default=None,
                         help="answers jsonl (default: beside the questions, named by mode and shard); "
                              "existing answers are kept and skipped; a file that is not an answers "
@@ -65,6 +66,9 @@ def run(args) -> int:
     else:
         if not args.images:
             raise InputError("--images is required: the folder holding the questions' images.")
+        from ..engine.tile_cache import check_megabytes
+
+        check_megabytes(args.tile_cache_mb, "--tile-cache-mb")
         if not Path(args.images).is_dir():
             raise InputError(f"--images {args.images} is not a folder.")
         questions = load_questions(questions_path, args.images)
@@ -89,7 +93,7 @@ def _answer(args, questions, answers_path: Path) -> None:
     model = resolve_model(args.model)
     if not args.quiet:
         print(f"loading the model from {model}", file=sys.stderr)
-    engine = Engine(model, device=args.device)
+    engine = Engine(model, device=args.device, tile_cache_mb=args.tile_cache_mb)
     options = AskOptions(mode=args.mode, alpha=args.alpha, n_max=args.n_max, level=args.level,
                          max_new_tokens=args.max_new_tokens, overview_cache_dir=args.cache_dir,
                          selection=args.selection)
@@ -98,7 +102,8 @@ def _answer(args, questions, answers_path: Path) -> None:
         if not args.quiet:
             print(f"[{done}/{total}] {record['question_id']}: {record['text']!r} "
                   f"(truth {record.get('ground_truth')!r}, {record['llm_vision_tokens']} image "
-                  f"tokens, {record['seconds']:.1f} s)", file=sys.stderr)
+                  f"tokens, {record['tiles_encoded']} tiles encoded, {record['tiles_from_cache']} "
+                  f"from the cache, {record['seconds']:.1f} s)", file=sys.stderr)
 
     count = run_questions(engine, questions, args.images, answers_path, options, on_answer=on_answer)
     if not args.quiet:

@@ -2,6 +2,9 @@
 
 An answers file is JSON lines, one record per answered question, appended and flushed one line at
 a time; a re-run skips the ids already there (a half-written last line from a crash is dropped).
+Questions are answered grouped by image (images in the order they first appear, questions of one
+image in file order), so that consecutive questions reuse the engine's tile encodings; the records
+are written in that answering order, and are matched to the questions by id.
 A file that is not an answers file (or is the questions file, or an image) is never written to,
 and a question's image must lie inside the images folder.
 """
@@ -17,8 +20,8 @@ from .progress import CancelToken, EventSink
 from .scoring import read_jsonl_numbered
 
 # Trace keys copied into every answer record (the full trace stays available from `ask --json`).
-TRACE_KEYS = ("levels", "tiles_encoded", "llm_vision_tokens", "llm_tokens", "stop_reason",
-              "selection")
+TRACE_KEYS = ("levels", "tiles_encoded", "tiles_from_cache", "llm_vision_tokens", "llm_tokens",
+              "stop_reason", "selection")
 # Keys of answer records (ours, or LRS-VQA's model_vqa output) that question records never have.
 ANSWER_ONLY_KEYS = frozenset({"mode", "question", "prompt", "answer_id", "model_id"})
 
@@ -184,6 +187,15 @@ def answer_record(question: dict, answer) -> dict:
     return record
 
 
+def grouped_by_image(questions: Sequence[dict]) -> List[dict]:
+    """The questions with those of one image together (a stable reorder): the tile cache holds a
+    few images' encodings, so an image's questions are asked one after the other."""
+    first: Dict[str, int] = {}
+    for q in questions:
+        first.setdefault(q["image"], len(first))
+    return sorted(questions, key=lambda q: first[q["image"]])
+
+
 def run_questions(engine, questions: Sequence[dict], images_dir, answers_path, options,
                   on_answer: Optional[Callable[[int, int, dict], None]] = None,
                   events: Optional[EventSink] = None, cancel: Optional[CancelToken] = None) -> int:
@@ -191,7 +203,7 @@ def run_questions(engine, questions: Sequence[dict], images_dir, answers_path, o
     images_dir = Path(images_dir)
     answers_path = Path(answers_path)
     done = read_answers(answers_path)
-    todo = [q for q in questions if str(q["question_id"]) not in done]
+    todo = grouped_by_image([q for q in questions if str(q["question_id"]) not in done])
     missing = sorted({q["image"] for q in todo
                       if not question_image(images_dir, q["image"]).is_file()})
     if missing:

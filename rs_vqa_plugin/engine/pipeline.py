@@ -2,7 +2,8 @@
 
 Modes share the machinery: `dip` zooms level by level where the RFM looks, `prune-only` prunes
 all tiles of one fixed level, `grid` gives the LLM all tiles of one level, `thumbnail` only the
-thumbnail, `full` all tiles of the finest level. Models are loaded once per Engine.
+thumbnail, `full` all tiles of the finest level. Models are loaded once per Engine, and so is
+its tile cache: encodings of tiles (and thumbnails) reused by the next question (tile_cache.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .question_text import check_question_text
 from .progress import CancelToken, EventSink, emit, progress_event, token_event
 from .scope import Scope
 from .sequence import LevelTokens, assemble, level_tokens
+from .tile_cache import DEFAULT_MB, TileCache, image_identity, model_identity
 
 STAGES = ("read", "encode", "score", "select", "generate")
 # Tiles read and encoded together: bounds memory (B*B*3 bytes + features each) and lets a
@@ -63,6 +65,11 @@ class _Run:
         self.sinks = sinks
         self.cancel = cancel
         self.seconds = {stage: 0.0 for stage in STAGES}
+        # What the tile cache is keyed by for this question (None: not cached, e.g. blind).
+        self.image_id: Optional[str] = None
+        self.tiles_encoded = 0
+        self.tiles_from_cache = 0
+        self.thumbnail_from_cache = False
 
     def emit(self, event) -> None:
         for sink in self.sinks:
@@ -99,7 +106,8 @@ class _Pass:
 class Engine:
     """The vision encoder, RFM and LLM of one bundle, loaded once and reused between questions."""
 
-    def __init__(self, bundle_dir, device: str = "auto", events: Optional[EventSink] = None):
+    def __init__(self, bundle_dir, device: str = "auto", events: Optional[EventSink] = None,
+                 tile_cache_mb: float = DEFAULT_MB):
         from .bundle import load_bundle
         from .llm import LanguageModel
         from .rfm import RegionFocus
@@ -117,6 +125,12 @@ class Engine:
                               layers=int(config.get("num_hidden_layers") or 1),
                               rfm_layers=len(self.manifest.rfm.get("layers") or []))
         self.budget_dims = budget.dims_of(self.bundle, self.llm)
+        self.tile_cache = TileCache(tile_cache_mb)
+        self._model_id = model_identity(self.bundle, getattr(self.vision, "provider", ""))
+
+    def set_tile_cache_mb(self, megabytes: float) -> None:
+        """Bound the tile cache to `megabytes` (0: off), evicting the oldest tiles to fit."""
+        self.tile_cache.resize(megabytes)
 
     # ------------------------------------------------------------------ checks
     def _resolve(self, options: AskOptions) -> Tuple[float, int]:
@@ -198,9 +212,9 @@ class Engine:
                 raise InputError(f"{source.path} holds no valid pixels (everything is nodata or "
                                  "masked) in the area asked about: choose another raster, band "
                                  "set or scope.")
-            with run.stage("encode", 0.0, "encoding the thumbnail"):
-                thumb = self.vision.encode_thumbnail(thumb_pixels, thumb_valid, cancel=cancel)
-                thumb = np.asarray(thumb, dtype=np.float32).reshape(-1, m.hidden_size)
+            if not options.blind and self.tile_cache.enabled:
+                run.image_id = image_identity(source, thumb_pixels, thumb_valid)
+            thumb = self._encode_thumbnail(run, plan, thumb_pixels, thumb_valid)
             prefix = np.asarray(self.llm.embed_ids(prefix_ids), dtype=np.float32)
             suffix = np.asarray(self.llm.embed_ids(suffix_ids), dtype=np.float32)
 
@@ -336,22 +350,54 @@ class Engine:
                      "module", tokens, budget.rfm_pass_mb(self.budget_dims, tokens), limit_mb,
                      f"lower N_max (now {n_max}) or ask about a smaller scope")
 
+    def _cache_key(self, run: _Run, plan, *where):
+        """The tile cache key of a thumbnail or tile of this question's image; None: not cached.
+        The plan's geometry is in it: a scope window's level is another resampling."""
+        if run.image_id is None:
+            return None
+        return (self._model_id, run.image_id, plan.source_width, plan.source_height,
+                plan.tile_size, plan.thumbnail) + where
+
+    def _encode_thumbnail(self, run: _Run, plan, pixels, valid) -> np.ndarray:
+        key = self._cache_key(run, plan, "thumbnail")
+        thumb = self.tile_cache.get(key) if key is not None else None
+        run.thumbnail_from_cache = thumb is not None
+        if thumb is None:
+            with run.stage("encode", 0.0, "encoding the thumbnail"):
+                thumb = self.vision.encode_thumbnail(pixels, valid, cancel=run.cancel)
+                thumb = np.asarray(thumb, dtype=np.float32).reshape(-1, self.manifest.hidden_size)
+            if key is not None:
+                self.tile_cache.put(key, thumb)
+        return thumb
+
     def _encode_level(self, run: _Run, reader, plan, level: int, tiles) -> LevelTokens:
+        """Features of the tiles, in order: from the cache where held, else read and encoded."""
         from .pyramid import level_valid_token_shape
 
-        features = []
-        for start in range(0, len(tiles), TILE_BATCH):
-            batch = tiles[start:start + TILE_BATCH]
-            done = start / len(tiles)
+        geometry = plan.level(level)
+        keys = [self._cache_key(run, plan, geometry, int(r), int(c)) for r, c in tiles]
+        found = [self.tile_cache.get(k) if k is not None else None for k in keys]
+        missing = [i for i, f in enumerate(found) if f is None]
+        if len(missing) < len(tiles):
+            run.emit(progress_event("encode", 0.0, f"level {level}: {len(tiles) - len(missing)} "
+                                                   f"of {len(tiles)} tiles from the cache"))
+        for start in range(0, len(missing), TILE_BATCH):
+            batch = missing[start:start + TILE_BATCH]
+            done = start / len(missing)
             with run.stage("read", done, f"level {level}: reading tiles {start + 1}-"
-                                         f"{start + len(batch)} of {len(tiles)}"):
-                pixels, valid = reader.read_tiles(level, batch)
+                                         f"{start + len(batch)} of {len(missing)}"):
+                pixels, valid = reader.read_tiles(level, [tiles[i] for i in batch])
             with run.stage("encode", done, f"level {level}: encoding {len(batch)} tiles"):
-                features.append(np.asarray(self.vision.encode_tiles(pixels, valid, cancel=run.cancel),
-                                           dtype=np.float32))
+                encoded = np.asarray(self.vision.encode_tiles(pixels, valid, cancel=run.cancel),
+                                     dtype=np.float32)
+            for i, features in zip(batch, encoded):
+                found[i] = features
+                if keys[i] is not None:
+                    self.tile_cache.put(keys[i], features)
+        run.tiles_encoded += len(missing)
+        run.tiles_from_cache += len(tiles) - len(missing)
         run.emit(progress_event("encode", 1.0, f"level {level}: {len(tiles)} tiles encoded"))
-        return level_tokens(plan, level, tiles, np.concatenate(features, axis=0),
-                            level_valid_token_shape(plan, level))
+        return level_tokens(plan, level, tiles, np.stack(found), level_valid_token_shape(plan, level))
 
     # ------------------------------------------------------------------ outputs
     def _heat_cells(self, plan, georef, passes: List[_Pass], kept, kept_scores):
@@ -389,7 +435,10 @@ class Engine:
             "image_size": [int(source.width), int(source.height)],
             "bands": source.band_choice.to_dict(),
             "window": list(window) if window else None,
-            "tiles_encoded": sum(len(p.tiles) for p in passes),
+            "tiles_encoded": run.tiles_encoded,          # newly encoded by this question
+            "tiles_from_cache": run.tiles_from_cache,    # encoded by an earlier one
+            "thumbnail_from_cache": run.thumbnail_from_cache,
+            "tile_cache": self.tile_cache.stats(),
             "tiles_per_level": tiles_per_level,
             "tiles": tiles,
             "rfm_tokens": rfm_tokens,

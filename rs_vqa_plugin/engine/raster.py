@@ -6,6 +6,7 @@ asks for source windows at a level's scale and never for the full-resolution ima
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from pathlib import Path
@@ -299,6 +300,23 @@ class RasterSource:
         known = (index >= 0) & (index < len(lut))
         rgba = lut[np.clip(index, 0, len(lut) - 1)]
         return np.ascontiguousarray(rgba[..., :3]), valid & known & (rgba[..., 3] > 0)
+
+    def file_list(self) -> List[str]:
+        """The files the pixels come from, as GDAL sees them (the raster, its .ovr and .msk, a
+        VRT's sources, the overview cache VRT): what must be unchanged for a reuse. Not the
+        .aux.xml: QGIS rewrites it with statistics whenever it opens the layer; what the pixels
+        take from it (nodata, colour table and interpretation) is in pixel_settings()."""
+        files = {os.fspath(self.path)}
+        if self._ds is not None:
+            files.update(self._ds.GetFileList() or [])
+        return sorted(f for f in files if not f.lower().endswith(".aux.xml"))
+
+    def pixel_settings(self) -> tuple:
+        """What turns the files' values into this source's RGB and validity, besides the values."""
+        palette = None if self.palette is None else hashlib.blake2b(self.palette.tobytes()).hexdigest()
+        return ((self.xoff, self.yoff, self.width, self.height), tuple(self.bands), palette,
+                self.stretch, tuple(self._nodata), self.mask_kind,
+                str(self.overviews.read_path), tuple(self.overviews.open_options))
 
     def close(self) -> None:
         self._ds = None

@@ -285,7 +285,20 @@ class Worker:
                               "providers": _engine_providers(engine),
                               "seconds": round(time.perf_counter() - started, 3)}
             self.events.send(request_id, "progress", stage="load", fraction=1.0, message="Model loaded")
+        self._size_tile_cache(request)
         self.events.send(request_id, "loaded", **self.load_info)
+
+    def _size_tile_cache(self, request: Request) -> None:
+        """A load (or ask) may bound the warm engine's tile cache (MB, 0: off); the model stays."""
+        if request.get("tile_cache_mb") is None:
+            return
+        from .tile_cache import check_megabytes
+
+        value = request["tile_cache_mb"]
+        if not _number(value):
+            raise InputError(f"tile_cache_mb must be a number of MB (0 turns the cache off), "
+                             f"not {value!r:.60}.")
+        self.engine.set_tile_cache_mb(check_megabytes(value, "tile_cache_mb"))
 
     def _ask(self, request_id: str, request: Request, cancel: CancelToken) -> None:
         if request.get("model"):
@@ -293,6 +306,8 @@ class Worker:
             self._load(request_id, request)
         if self.engine is None:
             raise InputError("No model is loaded: send a load request (or name a model in the ask).")
+        if not request.get("model"):
+            self._size_tile_cache(request)
         raster, question = request.get("raster"), request.get("question")
         if not raster or not question:
             raise InputError("An ask needs a raster path and a question.")

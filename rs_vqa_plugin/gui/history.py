@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 from ..engine.csv_cells import spreadsheet_safe_row
+from ..engine.tile_cache import tiles_used
 
 PROJECT_SCOPE = "rs_vqa"
 PROJECT_KEY = "conversations"
@@ -39,7 +40,7 @@ SHOWN_PART_S = 0.05     # parts shorter than this are not worth a mention
 def stats_from_trace(trace: dict) -> Dict[str, object]:
     seconds = trace.get("seconds") or {}
     return {"seconds": round(float(seconds.get("total", 0.0) or 0.0), 2),
-            "tiles": int(trace.get("tiles_encoded", 0) or 0),
+            "tiles": tiles_used(trace),
             "llm_tokens": int(trace.get("llm_tokens", 0) or 0),
             "levels": list(trace.get("levels") or [])}
 

@@ -10,12 +10,14 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsPro
                        QgsProcessingParameterString, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
+from ..engine.tile_cache import tiles_used
 from ..paths import resources_dir
 from .answer_sink import AnswerSink
 from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, alpha_parameter,
                      device_parameter, max_tokens_parameter, mode_parameter,
                      model_folder, model_parameter, n_max_parameter, non_raster_message,
-                     optional_number, raster_path, selection_parameter, selection_value)
+                     optional_number, raster_path, selection_parameter, selection_value,
+                     tile_cache_parameter)
 from .feedback_bridge import FeedbackBridge
 from .runtime import model_and_runtime_problem, require_ml_runtime
 from .scope import scope_from_parameters
@@ -47,7 +49,7 @@ def _answer_values(question, answer) -> list:
     return [
         question.question_id, question.text, answer.text,
         float((trace.get("seconds") or {}).get("total", 0.0)),
-        int(trace.get("tiles_encoded", 0)), int(trace.get("llm_vision_tokens", 0)),
+        tiles_used(trace), int(trace.get("llm_vision_tokens", 0)),
         ",".join(str(level) for level in trace.get("levels", [])), answer.mode,
         str(trace.get("stop_reason", "")),
     ]
@@ -137,6 +139,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(selection_parameter())
         self.addParameter(max_tokens_parameter())
         self.addParameter(device_parameter())
+        self.addParameter(tile_cache_parameter())
         self.addParameter(QgsProcessingParameterFeatureSink(
             "OUTPUT", "Answers", QgsProcessing.TypeVector))
         self.addParameter(QgsProcessingParameterFeatureSink(
@@ -204,6 +207,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             max_new_tokens=self.parameterAsInt(parameters, "MAX_TOKENS", context),
         )
         device = self.parameterAsEnumString(parameters, "DEVICE", context)
+        tile_cache_mb = self.parameterAsDouble(parameters, "TILE_CACHE_MB", context)
         require_ml_runtime()  # before any output file is created
         message = self._destination_problem(parameters, context)
         if message:
@@ -227,7 +231,8 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         answered, cancelled = 0, False
         try:
             with shared_engine(model_dir, device, on_load=lambda: feedback.pushInfo(
-                    f"Loading the model from {model_dir} ({device})…")) as engine:
+                    f"Loading the model from {model_dir} ({device})…"),
+                    tile_cache_mb=tile_cache_mb) as engine:
                 options = AskOptions(**options_kwargs)
                 for index, question in enumerate(questions):
                     if bridge.cancelled:

@@ -99,6 +99,14 @@ def device_parameter():
                                                defaultValue=DEVICES[0], usesStaticStrings=True))
 
 
+def tile_cache_parameter():
+    from ..engine.tile_cache import DEFAULT_MB
+
+    return advanced(QgsProcessingParameterNumber(
+        "TILE_CACHE_MB", "Tile encodings kept between questions and runs, in MB (0: off)",
+        type=QgsProcessingParameterNumber.Double, minValue=0.0, defaultValue=DEFAULT_MB))
+
+
 def optional_number(algorithm, parameters, name, context, integer=False):
     """None when the optional parameter was left empty (then the model's manifest decides)."""
     if parameters.get(name) in (None, ""):

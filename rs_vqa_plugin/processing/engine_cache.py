@@ -34,9 +34,11 @@ def _close(engine) -> None:
 
 
 @contextmanager
-def shared_engine(model_dir, device: str = "auto", on_load=None):
+def shared_engine(model_dir, device: str = "auto", on_load=None, tile_cache_mb=None):
     """The engine of `model_dir` on `device`, loaded now or reused; held exclusively in the block.
-    `on_load()` is called before a (slow) load, e.g. to tell the user."""
+    `on_load()` is called before a (slow) load, e.g. to tell the user. `tile_cache_mb` (None:
+    as it is) bounds its tile cache, which is kept with the engine, so a batch's rows over one
+    raster reuse each other's tile encodings."""
     global _engine, _key, loads
     from .runtime import runs_in_worker, worker_python
 
@@ -59,6 +61,8 @@ def shared_engine(model_dir, device: str = "auto", on_load=None):
                 _engine = Engine(model_dir, device=device)
             _key = key
             loads += 1
+        if tile_cache_mb is not None:
+            _engine.set_tile_cache_mb(tile_cache_mb)
         yield _engine
 
 

@@ -15,7 +15,7 @@ from .answer_sink import AnswerSink
 from .common import (MODE_HELP, advanced, alpha_parameter,
                      device_parameter, max_tokens_parameter, mode_parameter, model_folder,
                      model_parameter, n_max_parameter, optional_number, selection_parameter,
-                     selection_value)
+                     selection_value, tile_cache_parameter)
 from .feedback_bridge import FeedbackBridge
 from .runtime import model_and_runtime_problem, require_ml_runtime
 
@@ -121,6 +121,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(selection_parameter())
         self.addParameter(max_tokens_parameter())
         self.addParameter(device_parameter())
+        self.addParameter(tile_cache_parameter())
         self.addParameter(advanced(QgsProcessingParameterNumber(
             "LIMIT", "Only the first N questions (empty: all)", type=QgsProcessingParameterNumber.Integer,
             minValue=1, optional=True)))
@@ -187,10 +188,13 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         if todo:
             options = dict(mode=mode, alpha=alpha, n_max=n_max, max_new_tokens=max_tokens,
                            selection=selection)
-            self._answer_all(records, todo, images, answers_path, model_dir, device, options, feedback)
+            tile_cache_mb = self.parameterAsDouble(parameters, "TILE_CACHE_MB", context)
+            self._answer_all(records, todo, images, answers_path, model_dir, device, options,
+                             feedback, tile_cache_mb)
         return self._score(records, read_answers(answers_path), sink, sink_id, answers_path, feedback)
 
-    def _answer_all(self, records, todo, images, answers_path, model_dir, device, options, feedback):
+    def _answer_all(self, records, todo, images, answers_path, model_dir, device, options,
+                    feedback, tile_cache_mb=None):
         require_ml_runtime()
         from ..engine.errors import Cancelled, RsVqaError
         from ..engine.evaluate import run_questions
@@ -206,7 +210,8 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         answered = 0
         try:
             with shared_engine(model_dir, device, on_load=lambda: feedback.pushInfo(
-                    f"Loading the model from {model_dir} ({device})…")) as engine:
+                    f"Loading the model from {model_dir} ({device})…"),
+                    tile_cache_mb=tile_cache_mb) as engine:
                 # run_questions appends and flushes one answer at a time and skips those already
                 # in the file: whatever was answered survives a cancel or a crash.
                 answered = run_questions(engine, records, images, answers_path,

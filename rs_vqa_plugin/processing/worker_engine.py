@@ -68,6 +68,11 @@ class WorkerEngine:
                               question=str(question), options=sent)
         return answer_from_dict(reply["answer"])
 
+    def set_tile_cache_mb(self, megabytes: float) -> None:
+        # A load of the model already loaded: the worker only resizes its engine's tile cache.
+        self._request("load", None, None, model=self.model_dir, device=self.device,
+                      tile_cache_mb=float(megabytes))
+
     def close(self) -> None:
         if self._process.poll() is None:
             try:
