@@ -184,8 +184,8 @@ class ChatDock(QgsDockWidget):
                 parts.append(f"<p style='color:{colour}'><i>{html.escape(turn.message)}</i></p>")
             if turn.status == "answered":
                 parts.append(self._stats_html(index, turn, turn.heat_layer_id in visible_heat))
-            if turn.note:
-                parts.append(f"<p style='color:#8a5a00'><i>{html.escape(turn.note)}</i></p>")
+            for note in filter(None, turn.note.split("\n")):
+                parts.append(f"<p style='color:#8a5a00'><i>{html.escape(note)}</i></p>")
             parts.append("<hr/>")
         self.conversation.setHtml("".join(parts))
         bar = self.conversation.verticalScrollBar()
