@@ -14,6 +14,7 @@ from .paths import default_model_dir, repo_root
 
 PREFIX = "rs_vqa/"
 DEVICES = ("auto", "cpu", "cuda")
+OVERVIEW_PLACES = ("beside", "cache")   # missing overviews: <raster>.ovr, or the cache folder
 
 
 def default_runtime_python() -> str:
@@ -36,9 +37,15 @@ class PluginSettings:
     n_max: Optional[int] = None
     selection: str = ""                # "": the bundle's; else 'paper' or 'mass[:k=v,...]'
     max_new_tokens: int = 32
+    overviews: str = "beside"          # one of OVERVIEW_PLACES
+    overview_cache_dir: str = ""       # "": the engine's ($RS_VQA_CACHE/overviews, ~/.cache/rs-vqa)
 
     def ask_options(self) -> dict:
         options = {"max_new_tokens": int(self.max_new_tokens)}
+        if self.overviews == "cache":
+            options["overviews_in_cache"] = True
+        if self.overview_cache_dir:   # also where they go when the raster's folder is read-only
+            options["overview_cache_dir"] = str(self.overview_cache_dir)
         if self.alpha:
             options["alpha"] = float(self.alpha)
         if self.n_max:
@@ -58,6 +65,7 @@ def load_settings(store: Optional[QgsSettings] = None) -> PluginSettings:
     alpha = float(store.value(PREFIX + "alpha", 0.0) or 0.0)
     n_max = int(store.value(PREFIX + "n_max", 0) or 0)
     default_model = default_model_dir()
+    overviews = str(store.value(PREFIX + "overviews", "beside") or "beside")
     return PluginSettings(
         # None (never set) falls back to the repo's venv; "" (cleared by the user) stays unset.
         python=default_runtime_python() if python is None else str(python),
@@ -67,7 +75,9 @@ def load_settings(store: Optional[QgsSettings] = None) -> PluginSettings:
         device=str(store.value(PREFIX + "device", "auto") or "auto"),
         alpha=alpha or None, n_max=n_max or None,
         selection=str(store.value(PREFIX + "selection", "") or ""),
-        max_new_tokens=int(store.value(PREFIX + "max_new_tokens", 32) or 32))
+        max_new_tokens=int(store.value(PREFIX + "max_new_tokens", 32) or 32),
+        overviews=overviews if overviews in OVERVIEW_PLACES else "beside",
+        overview_cache_dir=str(store.value(PREFIX + "overview_cache_dir", "") or ""))
 
 
 def save_settings(settings: PluginSettings, store: Optional[QgsSettings] = None) -> None:

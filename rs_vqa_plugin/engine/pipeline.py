@@ -46,7 +46,10 @@ class AskOptions:
     # Planned peak memory of one RFM pass or the LLM prefill, checked before any tile is read.
     # None: 80% of the memory available when asking (engine/budget.py).
     memory_limit_mb: Optional[float] = None
-    overview_cache_dir: Optional[str] = None
+    overview_cache_dir: Optional[str] = None  # None: $RS_VQA_CACHE/overviews or ~/.cache/rs-vqa/...
+    # Missing overviews go in the cache folder even when the raster's folder is writable (else
+    # beside the raster as <file>.ovr, where GDAL and QGIS find them too).
+    overviews_in_cache: bool = False
     selection: Optional[str] = None         # None: the bundle's ('paper', 'mass', 'mass:k=v,...')
     # Diagnostic for the benchmark scripts, not for users: score every token by its overlap with
     # this box (x1, y1, x2, y2 in source pixels of the scope) instead of the RFM, i.e. a perfect
@@ -190,6 +193,7 @@ class Engine:
 
         with RasterSource(raster_path, bands=options.bands, window=window,
                           overview_cache_dir=options.overview_cache_dir,
+                          use_cache=options.overviews_in_cache,
                           events=run.emit, cancel=cancel) as source:
             # A polygon is read through its bounding-box window, the outside masked as missing.
             source.scope_mask = scope_mask(options.scope, source.georef,
@@ -433,6 +437,8 @@ class Engine:
             "pyramid": [{"level": lv.index, "long_side": lv.long_side, "tiles": [lv.rows, lv.cols]}
                         for lv in plan.levels],
             "image_size": [int(source.width), int(source.height)],
+            # Where the overviews are, and whether this ask built them (the dock says where, once).
+            "overviews": source.overviews.to_dict(),
             "bands": source.band_choice.to_dict(),
             "window": list(window) if window else None,
             "tiles_encoded": run.tiles_encoded,          # newly encoded by this question

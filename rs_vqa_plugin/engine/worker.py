@@ -59,6 +59,7 @@ ASK_OPTION_CHECKS = {
     "max_new_tokens": (_whole, "a whole number"),
     "full_token_limit": (_whole, "a whole number"),
     "overview_cache_dir": (lambda v: v is None or isinstance(v, str), "a folder path"),
+    "overviews_in_cache": (lambda v: isinstance(v, bool), "true or false"),
     "selection": (lambda v: v is None or isinstance(v, str), "a selection such as 'paper'"),
     "memory_limit_mb": (lambda v: v is None or _number(v), "a number of MB"),
 }

@@ -12,6 +12,25 @@ import threading
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+# QGIS announces every task that ran over 5 s when it ends ("Task complete: <description>"); 3.22
+# has no way to opt out and, without desktop notifications, pushes it onto the message bar above
+# the map, once per answer. QGIS 3.26+ has the Silent flag for that; older ones get the notice
+# removed again (drop_completion_notice). The dock shows the answer; the bar is for what needs action.
+TASK_FLAGS = QgsTask.CanCancel | getattr(QgsTask, "Silent", QgsTask.CanCancel)
+
+
+def drop_completion_notice(message_bar, description: str) -> int:
+    """Remove the task-ended bars QGIS pushed for the task described `description` (its own text:
+    the title is translated); returns how many. Call from the task manager's statusChanged, which
+    QGIS handles first (its slot is connected at start-up, before any plugin's)."""
+    removed = 0
+    for item in list(message_bar.items()):
+        if item.text() == description:
+            message_bar.popWidget(item)
+            removed += 1
+    return removed
+
+
 # Rough share of the whole ask per stage, so the task bar only moves forward.
 STAGE_ORDER = ("load", "read", "encode", "score", "select", "generate")
 
@@ -25,7 +44,7 @@ class AskTask(QgsTask):
     stopRequested = pyqtSignal(str)   # request id; connected to the worker client's cancel
 
     def __init__(self, description: str, request_id: str):
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, TASK_FLAGS)
         self.request_id = request_id
         self.outcome = ""              # answered | failed | stopped
         self._done = threading.Event()

@@ -19,6 +19,15 @@ from .history import Turn, waited_text
 from .scope import EXTENT, POLYGON, WHOLE
 
 
+def placeholder_width(edit: QLineEdit) -> int:
+    """The width at which a line edit shows its whole placeholder: the text, the edit's own text
+    margins and the frame (about one character on each side)."""
+    metrics = edit.fontMetrics()
+    margins = edit.textMargins()
+    return (metrics.horizontalAdvance(edit.placeholderText()) + margins.left() + margins.right()
+            + 2 * metrics.horizontalAdvance("M"))
+
+
 class ChatDock(QgsDockWidget):
     askRequested = pyqtSignal(str)        # question
     stopRequested = pyqtSignal()
@@ -95,21 +104,20 @@ class ChatDock(QgsDockWidget):
         self.progress_bar.setVisible(False)
         layout.addWidget(self.progress_bar)
 
-        ask_row = QHBoxLayout()
+        # The question box has a row of its own, the dock's full width, never narrower than its
+        # placeholder (beside the buttons it was squeezed to ~100 px and the hint was cut off).
         self.question_edit = QLineEdit(body)
         self.question_edit.setPlaceholderText(self.tr("Ask about this raster… (Enter sends)"))
+        self.question_edit.setMinimumWidth(placeholder_width(self.question_edit))
         self.question_edit.returnPressed.connect(self._send)
+        layout.addWidget(self.question_edit)
+
+        buttons_row = QHBoxLayout()
         self.send_button = QPushButton(self.tr("Ask"), body)
         self.send_button.clicked.connect(self._send)
         self.stop_button = QPushButton(self.tr("Stop"), body)
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stopRequested)
-        ask_row.addWidget(self.question_edit, 1)
-        ask_row.addWidget(self.send_button)
-        ask_row.addWidget(self.stop_button)
-        layout.addLayout(ask_row)
-
-        tools_row = QHBoxLayout()
         self.clear_button = QPushButton(self.tr("Clear conversation"), body)
         self.clear_button.clicked.connect(self.clearRequested)
         self.export_button = QPushButton(self.tr("Export…"), body)
@@ -117,10 +125,12 @@ class ChatDock(QgsDockWidget):
         menu.addAction(self.tr("Markdown…"), lambda: self.exportRequested.emit("markdown"))
         menu.addAction(self.tr("CSV…"), lambda: self.exportRequested.emit("csv"))
         self.export_button.setMenu(menu)
-        tools_row.addWidget(self.clear_button)
-        tools_row.addStretch(1)
-        tools_row.addWidget(self.export_button)
-        layout.addLayout(tools_row)
+        buttons_row.addWidget(self.send_button)
+        buttons_row.addWidget(self.stop_button)
+        buttons_row.addStretch(1)
+        buttons_row.addWidget(self.clear_button)
+        buttons_row.addWidget(self.export_button)
+        layout.addLayout(buttons_row)
         self.setWidget(body)
 
     # ---- what the person chose -----------------------------------------------------------
@@ -174,6 +184,8 @@ class ChatDock(QgsDockWidget):
                 parts.append(f"<p style='color:{colour}'><i>{html.escape(turn.message)}</i></p>")
             if turn.status == "answered":
                 parts.append(self._stats_html(index, turn, turn.heat_layer_id in visible_heat))
+            for note in filter(None, turn.note.split("\n")):
+                parts.append(f"<p style='color:#8a5a00'><i>{html.escape(note)}</i></p>")
             parts.append("<hr/>")
         self.conversation.setHtml("".join(parts))
         bar = self.conversation.verticalScrollBar()
@@ -185,9 +197,15 @@ class ChatDock(QgsDockWidget):
         line = self.tr("{waited} · {tiles} tiles read · {tokens} LLM tokens · levels {levels}").format(
             waited=waited_text(stats), tiles=stats.get("tiles", "?"),
             tokens=stats.get("llm_tokens", "?"), levels=levels)
-        links = ""
+        # Normal size (a <small> line was unreadable in QGIS's small dock font); the links on a
+        # line of their own that never wraps (the dock is at least as wide as the question box).
+        parts = [f"<p style='color:#555555'>{html.escape(line)}</p>"]
         if turn.heat_layer_id:
             toggle = self.tr("Hide where it looked") if visible else self.tr("Show where it looked")
-            links = (f" &nbsp; <a href='toggle:{index}'>{toggle}</a>"
-                     f" &nbsp; <a href='zoom:{index}'>{self.tr('Zoom to it')}</a>")
-        return f"<p style='color:#555555'><small>{html.escape(line)}</small>{links}</p>"
+            links = [_link(f"toggle:{index}", toggle), _link(f"zoom:{index}", self.tr("Zoom to it"))]
+            parts.append(f"<p style='white-space:nowrap'>{' &nbsp;·&nbsp; '.join(links)}</p>")
+        return "".join(parts)
+
+
+def _link(href: str, text: str) -> str:
+    return f"<a href='{href}'>{html.escape(text)}</a>"

@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsMapLayer, QgsProject,
-                       QgsProviderRegistry, QgsRasterLayer)
+                       QgsProviderRegistry, QgsRasterLayer, QgsTask)
 from qgis.PyQt.QtCore import QObject, Qt, QTimer
 from qgis.PyQt.QtWidgets import QFileDialog
 
 from ..settings import load_settings, save_settings
-from .ask_task import AskTask
+from .ask_task import AskTask, drop_completion_notice
 from .dock import ChatDock
-from .heat_layer import add_heat_layer, heat_layers
+from .heat_layer import GROUP_PREFIX, add_heat_layer, heat_layers
 from .history import Conversations, Turn, export_csv, export_markdown, waited_stats
-from .models import check_bundle, find_bundles
+from .models import check_bundle, find_bundles, is_demo_model
 from .scope import ScopeError, resolve_scope
 from .worker_client import WorkerClient
 
@@ -35,6 +35,8 @@ class RunningAsk:
     sent: float = field(default_factory=time.monotonic)   # what the person waits is timed here
     stage_seen: Dict[str, List[float]] = field(default_factory=dict)   # stage -> [first, last]
     load_seconds: float = 0.0     # the worker's, when this ask loaded the model
+    model: str = ""               # the bundle asked
+    building_overviews: bool = False
 
     def saw(self, stage: str) -> None:
         now = time.monotonic()
@@ -62,6 +64,8 @@ class DockController(QObject):
         self.model_info: dict = {}
         self.stop_grace_ms = STOP_GRACE_MS
         self._connections = []
+        self._task_notices: Dict[int, str] = {}   # task id -> description, until the task ends
+        self.demo_model_noted = False   # said once per session, under the first answer
         self._connect(self.client.loaded, self._on_loaded)
         self._connect(self.client.progress, self._on_progress)
         self._connect(self.client.token, self._on_token)
@@ -75,10 +79,11 @@ class DockController(QObject):
         self._connect(self.dock.settingsRequested, self.open_settings)
         self._connect(self.dock.setupRuntimeRequested, lambda: self.open_settings(set_up=True))
         self._connect(self.dock.exportRequested, self._export_with_dialog)
-        self._connect(self.dock.clearRequested, self.clear_conversation)
+        self._connect(self.dock.clearRequested, lambda: self.clear_conversation())
         self._connect(self.dock.turnAction, self._on_turn_action)
         self._connect(self.dock.layer_combo.layerChanged, lambda _layer: self.refresh())
         self._connect(self.dock.model_combo.activated, self._on_model_chosen)
+        self._connect(QgsApplication.taskManager().statusChanged, self._on_task_status)
         self._connect(self.project.readProject, self._on_project_read)
         self._connect(self.project.cleared, self._on_project_cleared)
         self._connect(self.project.layersAdded, lambda _layers: self._hide_heat_from_scope())
@@ -185,8 +190,9 @@ class DockController(QObject):
         task = AskTask(self.tr("RS-VQA: {question}").format(question=question[:60]), request_id)
         # The task manager's cancel button takes the same path as the dock's Stop.
         task.stopRequested.connect(lambda _request_id: self.stop())
-        self.current = RunningAsk(request_id, layer.id(), turn, task, sent=sent)
-        QgsApplication.taskManager().addTask(task)
+        self.current = RunningAsk(request_id, layer.id(), turn, task, sent=sent,
+                                  model=self.settings.model_dir)
+        self._task_notices[QgsApplication.taskManager().addTask(task)] = task.description()
         self.dock.question_edit.clear()
         self.dock.set_busy(True)
         self.dock.show_status(turn.message)
@@ -236,6 +242,14 @@ class DockController(QObject):
         running.saw(stage)
         self.dock.show_progress(stage_label(stage), fraction)
         running.task.relay_progress(stage, fraction)
+        # Building overviews can take a while on a large raster: say so, not "Thinking…".
+        building = stage == "overviews" and fraction < 1.0
+        if building != running.building_overviews and (building or stage != "overviews"):
+            running.building_overviews = building
+            running.turn.message = (self.tr("Building overviews (once for this raster)…")
+                                    if building else self.tr("Thinking…"))
+            self.dock.show_status(running.turn.message)
+            self.refresh()
 
     def _on_token(self, request_id: str, text: str) -> None:
         running = self._mine(request_id)
@@ -254,6 +268,7 @@ class DockController(QObject):
                                   overviews=running.stage_span("overviews"))
         turn.status = "answered"
         turn.message = ""
+        turn.note = "\n".join(n for n in (self._overviews_note(answer), self._demo_note(running)) if n)
         layer = self.project.mapLayer(running.layer_id)
         status, error = self.tr("Answered."), False
         if layer is not None and answer.get("heat_cells"):
@@ -264,6 +279,27 @@ class DockController(QObject):
                 status, error = self.tr("Answered, but the heatmap could not be added: {e}").format(
                     e=exc), True
         self._finish(running, "answered", status, error)
+
+    def _overviews_note(self, answer: dict) -> str:
+        """Where overviews built by this ask went, said once (they are built once per raster)."""
+        overviews = (answer.get("trace") or {}).get("overviews") or {}
+        if not overviews.get("built") or not overviews.get("ovr_path"):
+            return ""
+        where = (self.tr("beside the raster") if overviews.get("location") == "external"
+                 else self.tr("in the overview cache folder"))
+        return self.tr("Overviews of this raster were built once, {where}: {path}. Settings (⚙) › "
+                       "Overviews chooses beside the raster or a cache folder.").format(
+            where=where, path=overviews["ovr_path"])
+
+    def _demo_note(self, running: RunningAsk) -> str:
+        if self.demo_model_noted or not is_demo_model(running.model):
+            return ""
+        self.demo_model_noted = True
+        return self.tr("This answer comes from the bundled demonstration model, trained only on "
+                       "synthetic scenes: do not rely on what it says about real imagery. To use "
+                       "a real model, choose its bundle folder in Settings (⚙) › Model folder (or "
+                       "add the folder holding your bundles to Model search folders) and pick it "
+                       "in the Model list.")
 
     def _on_failed(self, request_id: str, message: str) -> None:
         running = self._mine(request_id)
@@ -297,6 +333,12 @@ class DockController(QObject):
         self.dock.show_status(status, error)
         self.conversations.save_to_project(self.project)
         self.refresh()
+
+    def _on_task_status(self, task_id: int, status: int) -> None:
+        if status in (QgsTask.Complete, QgsTask.Terminated):
+            description = self._task_notices.pop(task_id, None)
+            if description and self.iface is not None:
+                drop_completion_notice(self.iface.messageBar(), description)
 
     def _hide_heat_from_scope(self) -> None:
         # Our heat cells are polygons too, but never a scope a person means to choose.
@@ -341,12 +383,44 @@ class DockController(QObject):
             canvas.refresh()
         self.refresh()
 
-    def clear_conversation(self) -> None:
+    def clear_conversation(self, remove_heat: Optional[bool] = None) -> bool:
+        """Forget the current raster's conversation. Its heat layers go too when remove_heat is
+        True; None asks the person (Yes / No / Cancel). Returns whether it was cleared. The
+        heatmap files stay on disk either way."""
         layer = self.dock.layer_combo.currentLayer()
-        if layer is not None and self.current is None:
-            self.conversations.clear(layer.id())
-            self.conversations.save_to_project(self.project)
-            self.refresh()
+        if layer is None or self.current is not None:
+            return False
+        heat_ids = [t.heat_layer_id for t in self.conversations.turns(layer.id())
+                    if t.heat_layer_id and self.project.mapLayer(t.heat_layer_id) is not None]
+        if heat_ids and remove_heat is None:
+            remove_heat = self._ask_remove_heat(len(heat_ids))
+            if remove_heat is None:
+                return False
+        self.conversations.clear(layer.id())
+        self.conversations.save_to_project(self.project)
+        if heat_ids and remove_heat:
+            self._remove_heat_layers(layer, heat_ids)
+        self.refresh()
+        return True
+
+    def _ask_remove_heat(self, count: int) -> Optional[bool]:
+        """True: remove them, False: keep them, None: do not clear after all."""
+        from qgis.PyQt.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(
+            self.dock, self.tr("Clear conversation"),
+            self.tr("Also remove the {n} heat layer(s) of this conversation from the project? "
+                    "Their GeoPackage files stay on disk.").format(n=count),
+            QMessageBox.Yes | QMessageBox.No | QMessageBox.Cancel, QMessageBox.No)
+        return {QMessageBox.Yes: True, QMessageBox.No: False}.get(answer)
+
+    def _remove_heat_layers(self, raster_layer, heat_ids: List[str]) -> None:
+        self.project.removeMapLayers(heat_ids)
+        group = self.project.layerTreeRoot().findGroup(GROUP_PREFIX + raster_layer.name())
+        if group is not None and not group.children():
+            group.parent().removeChildNode(group)
+        self.dock.show_status(self.tr("{n} heat layer(s) removed from the project; their files "
+                                      "stay on disk.").format(n=len(heat_ids)))
 
     def export_rows(self):
         rows = []
@@ -444,7 +518,8 @@ def stage_label(stage: str) -> str:
     def tr(text):
         return QCoreApplication.translate("DockController", text)
 
-    labels = {"load": tr("Loading the model"), "overviews": tr("Building overviews"),
+    labels = {"load": tr("Loading the model"),
+              "overviews": tr("Building overviews (once for this raster)"),
               "read": tr("Reading pixels"),
               "encode": tr("Encoding tiles"), "score": tr("Scoring tokens"),
               "select": tr("Selecting tiles"), "generate": tr("Writing the answer")}

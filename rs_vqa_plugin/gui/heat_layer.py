@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from pathlib import Path
@@ -106,17 +105,55 @@ def focus_subset(layer: QgsVectorLayer) -> str:
     return ""
 
 
+LAYER_TITLE = "Where the model looked: share of its attention per cell"
+
+
 def style_heat_layer(layer: QgsVectorLayer) -> None:
     layer.setSubsetString(focus_subset(layer))
     layer.loadNamedStyle(str(resources_dir() / STYLE_FILE))
     renderer = layer.renderer()
     # The shipped style fixes the colours and opacity; the class breaks follow this answer's scores.
     if renderer is not None and renderer.type() == "graduatedSymbol" and layer.featureCount():
-        top = layer.maximumValue(layer.fields().indexOf("score")) or 1.0
-        # Token scores are softmax shares (often 1e-3): enough decimals to tell classes apart.
-        precision = max(2, 2 - int(math.floor(math.log10(abs(float(top)) or 1.0))))
-        renderer.classificationMethod().setLabelPrecision(precision)
         renderer.updateClasses(layer, len(renderer.ranges()) or 5)
+        label_attention_shares(layer, renderer)
+    # Shown as the layer's tooltip in the Layers panel (its name is the question).
+    layer.setTitle(tr(LAYER_TITLE))
+    layer.setAbstract(tr("Each class is labelled with the share of the model's attention its cells "
+                         "hold, out of all the cells shown (the finest level it read). Raw "
+                         "scores are in the score field."))
+
+
+def share_text(share: float) -> str:
+    """'42%', '3.5%', '<0.1%': a share a person reads, with the digits that tell classes apart."""
+    percent = 100.0 * share
+    if percent <= 0.0:
+        return "0%"
+    if percent < 0.1:
+        return "<0.1%"
+    return f"{percent:.0f}%" if percent >= 10 else f"{percent:.1f}%"
+
+
+def class_shares(scores, ranges) -> list:
+    """Each class's share of the summed scores: the top of a class is included, the bottom only in
+    the first class (how QGIS assigns values to graduated classes)."""
+    total = sum(max(0.0, s) for s in scores) or 1.0
+    sums = [0.0] * len(ranges)
+    for score in scores:
+        for index, (lower, upper) in enumerate(ranges):
+            if (lower < score or (index == 0 and lower <= score)) and score <= upper:
+                sums[index] += max(0.0, score)
+                break
+    return [value / total for value in sums]
+
+
+def label_attention_shares(layer: QgsVectorLayer, renderer) -> None:
+    """Legend labels as shares of the attention ("42% of the model's attention") instead of raw
+    scores ("0.00333 - 0.00414"), which say nothing to a person reading the map."""
+    scores = [float(f["score"]) for f in layer.getFeatures()]   # the cells shown (subset applies)
+    ranges = [(r.lowerValue(), r.upperValue()) for r in renderer.ranges()]
+    for index, share in enumerate(class_shares(scores, ranges)):
+        renderer.updateRangeLabel(index, tr("{share} of the model's attention").format(
+            share=share_text(share)))
 
 
 def add_heat_layer(project: QgsProject, raster_layer, answer: dict,
@@ -134,5 +171,16 @@ def add_heat_layer(project: QgsProject, raster_layer, answer: dict,
     style_heat_layer(layer)
     layer.setCustomProperty(HEAT_PROPERTY, True)   # saved with the project: ours, not a scope
     project.addMapLayer(layer, False)
-    raster_group(project, raster_layer).insertLayer(0, layer)
+    group = raster_group(project, raster_layer)
+    group.insertLayer(0, layer)
+    show_only(group, layer)
     return layer
+
+
+def show_only(group: QgsLayerTreeGroup, layer: QgsVectorLayer) -> None:
+    """The latest answer's heat layer is the one shown: the earlier ones stay in the raster's group,
+    unchecked (heat layers piled up, all visible, were unreadable)."""
+    for node in group.findLayers():
+        other = node.layer()
+        if other is not None and other.id() != layer.id() and other.customProperty(HEAT_PROPERTY, False):
+            node.setItemVisibilityChecked(False)

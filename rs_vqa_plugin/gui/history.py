@@ -27,6 +27,7 @@ class Turn:
     heat_layer_id: str = ""
     heat_path: str = ""
     request_id: str = ""
+    note: str = ""                  # said once under an answer (e.g. a demonstration model's)
 
     @property
     def finished(self) -> bool:

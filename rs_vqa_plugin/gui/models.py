@@ -10,6 +10,9 @@ from typing import Iterable, List, Optional
 from ..paths import models_dir
 
 REQUIRED_FILES = ("vision.onnx", "rfm.onnx", "llm")
+# provenance.source of the bundled default model: trained by `train-default` on synthetic scenes
+# only, a demonstration of the method, not a model for real imagery.
+DEMO_SOURCES = ("train-default",)
 
 
 @dataclass
@@ -59,6 +62,18 @@ def check_bundle(path) -> Optional[str]:
     if missing:
         return f"The bundle {folder} lacks {', '.join(missing)}: rebuild or re-copy it."
     return None
+
+
+def is_demo_model(path) -> bool:
+    """Is the bundle at `path` a demonstration model (trained on synthetic scenes only)?"""
+    if not str(path or ""):
+        return False
+    try:
+        data = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    provenance = data.get("provenance") if isinstance(data, dict) else None
+    return isinstance(provenance, dict) and provenance.get("source") in DEMO_SOURCES
 
 
 def _candidates(folder: Path) -> Iterable[Path]:

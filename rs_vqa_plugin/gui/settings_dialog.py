@@ -12,7 +12,8 @@ from qgis.PyQt.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButton
                                  QVBoxLayout)
 
 from .. import __version__
-from ..settings import DEVICES, PluginSettings, default_runtime_python
+from ..engine.overviews import default_cache_dir
+from ..settings import DEVICES, OVERVIEW_PLACES, PluginSettings, default_runtime_python
 from .models import check_bundle, selection_problem
 from .runtime_setup import (RuntimeJob, doctor_job, parse_doctor, redact_home, set_up_python,
                             setup_command, summarise_doctor)
@@ -74,6 +75,21 @@ class SettingsDialog(QDialog):
         self.tokens_spin.setRange(1, 4096)
         self.tokens_spin.setValue(settings.max_new_tokens)
         form.addRow(self.tr("Max answer tokens"), self.tokens_spin)
+        self.overviews_combo = QComboBox()
+        for place, label in zip(OVERVIEW_PLACES, (self.tr("Beside the raster (<file>.ovr)"),
+                                                  self.tr("In the cache folder"))):
+            self.overviews_combo.addItem(label, place)
+        self.overviews_combo.setCurrentIndex(max(0, self.overviews_combo.findData(settings.overviews)))
+        self.overviews_combo.setToolTip(self.tr(
+            "A raster without overviews gets them on its first question (tens of MB for a large "
+            "image, built once). Beside the raster, QGIS draws faster with them too; the cache "
+            "folder leaves the raster's folder untouched."))
+        form.addRow(self.tr("Overviews"), self.overviews_combo)
+        self.cache_edit = QLineEdit(settings.overview_cache_dir)
+        self.cache_edit.setPlaceholderText(str(default_cache_dir()))
+        browse_cache = QPushButton(self.tr("Browse…"))
+        browse_cache.clicked.connect(self._browse_cache)
+        form.addRow(self.tr("Overview cache folder"), _row(self.cache_edit, browse_cache))
         layout.addLayout(form)
 
         self.progress = QProgressBar()
@@ -103,7 +119,9 @@ class SettingsDialog(QDialog):
                        device=self.device_combo.currentData(),
                        alpha=self.alpha_spin.value() or None, n_max=self.nmax_spin.value() or None,
                        selection=self.selection_edit.text().strip(),
-                       max_new_tokens=self.tokens_spin.value())
+                       max_new_tokens=self.tokens_spin.value(),
+                       overviews=self.overviews_combo.currentData(),
+                       overview_cache_dir=self.cache_edit.text().strip())
 
     def accept(self) -> None:
         # Stay open on a folder that is not a bundle: closing would hide the warning unread.
@@ -198,6 +216,11 @@ class SettingsDialog(QDialog):
         path, _ = QFileDialog.getOpenFileName(self, self.tr("Runtime Python"))
         if path:
             self.python_edit.setText(path)
+
+    def _browse_cache(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, self.tr("Overview cache folder"))
+        if path:
+            self.cache_edit.setText(path)
 
     def _browse_model(self) -> None:
         path = QFileDialog.getExistingDirectory(self, self.tr("Model bundle folder"))
