@@ -116,6 +116,21 @@ def test_broken_bundle_gives_a_bundle_error(worker, tmp_path):
 
 
 @needs_engine
+def test_a_load_chooses_the_llm_dtype_and_refuses_an_unknown_one(worker, tiny_bundle, tmp_path):
+    raster = make_rgb_scene(tmp_path / "scene.tif", size=(500, 400), seed=3)
+    worker.send(id="d0", cmd="load", model=str(tiny_bundle), device="cpu", dtype="fp8")
+    refused = worker.final("d0", 60)
+    assert refused["event"] == "error" and "'fp8'" in refused["message"] and "auto" in refused["message"]
+    worker.send(id="d1", cmd="load", model=str(tiny_bundle), device="cpu", dtype="bfloat16")
+    assert worker.final("d1", 120)["event"] == "loaded"
+    worker.send(id="d2", cmd="ask", raster=str(raster), question="What is here?",
+                options={"max_new_tokens": 2, "mode": "thumbnail"})
+    final = worker.final("d2", 120)
+    assert final["event"] == "answer", final
+    assert final["answer"]["trace"]["llm_dtype"] == "bfloat16"
+
+
+@needs_engine
 def test_load_then_ask_streams_tokens_then_answers_and_cancels(worker, tiny_bundle, tmp_path):
     raster = make_rgb_scene(tmp_path / "scene.tif", size=(700, 500), seed=3)
     worker.send(id="l1", cmd="load", model=str(tiny_bundle), device="cpu")

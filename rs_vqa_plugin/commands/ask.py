@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse, before reading, an RFM pass or LLM prefill estimated above "
                              "this (default: 80%% of the memory available)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="the LLM's dtype (auto: the bundle's where the device runs it well, "
+                             "float32 on CPUs without native bfloat16)")
     add_tile_cache_argument(parser)
     parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
     parser.add_argument("--heatmap", default=None,
@@ -178,7 +181,7 @@ def run(args) -> int:
     if progress:
         progress({"type": "progress", "stage": "load", "fraction": 0.0,
                   "message": f"loading the model from {model}"})
-    engine = Engine(model, device=args.device, tile_cache_mb=args.tile_cache_mb)
+    engine = Engine(model, device=args.device, tile_cache_mb=args.tile_cache_mb, dtype=args.dtype)
     streamed = []
 
     def on_event(event) -> None:

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how dip zooms: paper or mass[:key=value,...] (default: the bundle's)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="the LLM's dtype (auto: the bundle's where the device runs it well, "
+                             "float32 on CPUs without native bfloat16)")
     parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
     add_tile_cache_argument(parser)
     parser.add_argument("--answers", default=None,
@@ -93,7 +96,7 @@ def _answer(args, questions, answers_path: Path) -> None:
     model = resolve_model(args.model)
     if not args.quiet:
         print(f"loading the model from {model}", file=sys.stderr)
-    engine = Engine(model, device=args.device, tile_cache_mb=args.tile_cache_mb)
+    engine = Engine(model, device=args.device, tile_cache_mb=args.tile_cache_mb, dtype=args.dtype)
     options = AskOptions(mode=args.mode, alpha=args.alpha, n_max=args.n_max, level=args.level,
                          max_new_tokens=args.max_new_tokens, overview_cache_dir=args.cache_dir,
                          selection=args.selection)

@@ -110,7 +110,7 @@ class Engine:
     """The vision encoder, RFM and LLM of one bundle, loaded once and reused between questions."""
 
     def __init__(self, bundle_dir, device: str = "auto", events: Optional[EventSink] = None,
-                 tile_cache_mb: float = DEFAULT_MB):
+                 tile_cache_mb: float = DEFAULT_MB, dtype: Optional[str] = None):
         from .bundle import load_bundle
         from .llm import LanguageModel
         from .rfm import RegionFocus
@@ -121,7 +121,7 @@ class Engine:
         self.manifest = self.bundle.manifest
         self.vision = VisionEncoder(self.bundle, device)
         self.rfm = RegionFocus(self.bundle, device)
-        self.llm = LanguageModel(self.bundle, device)
+        self.llm = LanguageModel(self.bundle, device, dtype)
         config = self.bundle.llm_config.get("text_config") or self.bundle.llm_config
         self.dims = ModelDims(hidden=int(self.manifest.hidden_size),
                               ffn=int(config.get("intermediate_size") or 4 * self.manifest.hidden_size),
@@ -458,6 +458,7 @@ class Engine:
             "flops": run_flops(self.dims, final.length, rfm_tokens),
             "seconds": seconds,
             "device": str(getattr(self.llm, "device", "cpu")),
+            "llm_dtype": str(getattr(self.llm, "dtype", "")).replace("torch.", ""),
             "providers": {"vision": getattr(self.vision, "provider", ""),
                           "rfm": getattr(self.rfm, "provider", "")},
             "stop_reason": stop,

@@ -64,14 +64,15 @@ ASK_OPTION_CHECKS = {
     "memory_limit_mb": (lambda v: v is None or _number(v), "a number of MB"),
 }
 ASK_OPTION_FIELDS = tuple(ASK_OPTION_CHECKS)
+LLM_DTYPES = ("auto", "float32", "bfloat16", "float16")   # engine.llm.DTYPES and auto (no torch here)
 
 
-def default_engine_factory(model: str, device: str, events: Callable) -> Any:
+def default_engine_factory(model: str, device: str, events: Callable, dtype: str = "auto") -> Any:
     # Imported here: torch/onnxruntime load only when a model is really loaded.
     try:
         from .pipeline import Engine
 
-        return Engine(model, device=device, events=events)
+        return Engine(model, device=device, events=events, dtype=dtype)
     except ImportError as exc:   # a runtime without the ML stack: say which Python and what to do
         from ..setup_advice import runtime_setup_advice
         raise RuntimeSetupError(f"This runtime ({sys.executable}) cannot load the engine "
@@ -268,10 +269,14 @@ class Worker:
         if not model:
             raise InputError("The load request names no model folder: choose a model bundle.")
         device = str(request.get("device") or "auto")
+        dtype = str(request.get("dtype") or "auto")
+        if dtype not in LLM_DTYPES:
+            raise InputError(f"dtype {dtype!r} is not one of {', '.join(LLM_DTYPES)}: the LLM's dtype "
+                             "(auto: the bundle's where the device runs it well).")
         if not os.path.isdir(str(model)):
             raise BundleError(f"The model folder {model} does not exist: choose a model bundle "
                               "folder (one with a manifest.json) in the settings.")
-        key = (os.path.abspath(str(model)), device)
+        key = (os.path.abspath(str(model)), device, dtype)
         if self.engine is None or self.model_key != key:
             self.engine = None
             self.model_key = None
@@ -280,7 +285,9 @@ class Worker:
                              message=f"Loading the model from {model}")
             # No engine-wide sink: each ask passes its own request's sink, so an event is sent
             # once, under the ask it belongs to (a sink bound here doubled every event).
-            engine = self.engine_factory(str(model), device, None)
+            # dtype only when chosen: engine factories (tests, embedders) may take three arguments
+            engine = self.engine_factory(str(model), device, None,
+                                         **({} if dtype == "auto" else {"dtype": dtype}))
             self.engine, self.model_key = engine, key
             self.load_info = {"model": str(model), "device": _engine_device(engine, device),
                               "providers": _engine_providers(engine),
