@@ -84,6 +84,17 @@ def prune_only_level(width: int, height: int, manifest) -> int:
     return max(fits) if fits else 1
 
 
+def full_vision_tokens(width: int, height: int, manifest) -> int:
+    """The image tokens `full` would hand the LLM (thumbnail + every finest-level token + row ends),
+    as the engine counts them before it refuses an image over its limit."""
+    from rs_vqa_plugin.engine.pyramid import level_valid_token_shape, plan_pyramid
+
+    plan = plan_pyramid(width, height, manifest.tile_size, manifest.pooled_grid,
+                        **manifest.plan_options())
+    rows, cols = level_valid_token_shape(plan, len(plan.levels))
+    return manifest.thumbnail_tokens + rows * cols + rows
+
+
 def box_touched(answer, box, georef) -> bool:
     """True when any final kept token's cell overlaps the question's pixel box."""
     import numpy as np
@@ -165,7 +176,8 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
                 options = AskOptions(mode="full", max_new_tokens=MAX_NEW_TOKENS,
                                      scope=oracle_scope(q["hbox"], size, georef))
             record = {"question_id": q["question_id"], "mode": mode, "category": q["category"],
-                      "image": q["image"], "image_size": list(size)}
+                      "image": q["image"], "image_size": list(size), "boxed": bool(q.get("hbox")),
+                      "full_vision_tokens": full_vision_tokens(*size, engine.manifest)}
             try:
                 answer = engine.ask(path, q["text"], options)
             except InputError as exc:
@@ -186,6 +198,16 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
     return [done[q["question_id"]] for q in questions if q["question_id"] in done]
 
 
+# Categories that ask about one object (its box is that object's): where the issue's "finest level"
+# and "object followed" figures are counted. reasoning compares two objects, rural/urban a region.
+SINGLE_OBJECT = ("object background", "object category", "object color", "object shape", "object status")
+
+
+def r_mode(records) -> str:
+    """The mode of a list of answer records without its '@selection'."""
+    return records[0]["mode"].partition("@")[0] if records else ""
+
+
 def summarise(questions, records) -> dict:
     from rs_vqa_plugin.benchmark.answer_kinds import is_of_kind
     from rs_vqa_plugin.engine.scoring import score_records
@@ -199,6 +221,17 @@ def summarise(questions, records) -> dict:
     scores = score_records([q for q in questions if q["question_id"] in ids], answered)
     overall = scores.get("overall", scores)
     mean = lambda key: sum(r[key] for r in answered) / len(answered)
+    boxed_ids = {q["question_id"] for q in questions if q.get("hbox")} & ids
+    if boxed_ids:   # the issue's perception figures compare modes on the single-object questions
+        boxed_scores = score_records([q for q in questions if q["question_id"] in boxed_ids],
+                                     [r for r in answered if r["question_id"] in boxed_ids])
+        result["AA_boxed"] = boxed_scores.get("overall", boxed_scores)["AA"]
+        result["boxed_answered"] = len(boxed_ids)
+    full_tokens = [r.get("full_vision_tokens") for r in answered if r.get("full_vision_tokens")]
+    if full_tokens:
+        result["full_vision_tokens"] = sum(full_tokens) / len(full_tokens)
+        result["tokens_vs_full"] = (sum(r["llm_vision_tokens"] / r["full_vision_tokens"] for r in answered
+                                        if r.get("full_vision_tokens")) / len(full_tokens))
     result.update(AA=overall["AA"], OA=overall["OA"],
                   categories={k: v["accuracy"] for k, v in overall["categories"].items()},
                   llm_vision_tokens=mean("llm_vision_tokens"), tiles_encoded=mean("tiles_encoded"),
@@ -226,27 +259,41 @@ def summarise(questions, records) -> dict:
     finest = [r for r in answered if r.get("stop_reason") == "finest-level"]
     if any(r.get("stop_reason") for r in answered):
         result["finest_reached"] = len(finest) / len(answered)
+        single = [r for r in answered if r["category"] in SINGLE_OBJECT and r.get("levels")]
+        if single and r_mode(answered) in ("dip", ORACLE_DIP, "prune-only"):
+            result["finest_reached_single"] = sum(r["stop_reason"] == "finest-level" for r in single) / len(single)
+            followed = [r for r in single if "box_in_tiles" in r]
+            if followed:
+                result["followed_single"] = sum(all(r["box_in_tiles"]) for r in followed) / len(followed)
+            result["single_object_questions"] = len(single)
     return result
 
 
 def table(summary: dict) -> str:
     cats = sorted({c for s in summary.values() for c in s.get("categories", {})})
-    head = ["mode", "AA", "OA"] + cats + ["asked kind", "vision tokens", "tiles", "s/question",
-                                          "localisation",
-                                          "object followed", "final level", "finest reached"]
+    head = ["mode", "AA", "OA", "AA boxed"] + cats + ["asked kind", "vision tokens", "of full's",
+                                                      "tiles", "s/question", "localisation",
+                                                      "object followed", "final level",
+                                                      "finest reached", "single-object: finest / followed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mode, s in summary.items():
         if "AA" not in s:
             lines.append(f"| {mode} | refused ({s['refused']}/{s['questions']}) |" + " |" * (len(head) - 2))
             continue
-        row = [mode, f"{100 * s['AA']:.1f}", f"{100 * s['OA']:.1f}"]
+        row = [mode, f"{100 * s['AA']:.1f}", f"{100 * s['OA']:.1f}",
+               f"{100 * s['AA_boxed']:.1f}" if "AA_boxed" in s else "-"]
         row += [f"{100 * s['categories'][c]:.0f}" if c in s["categories"] else "-" for c in cats]
         row += [f"{100 * s['asked_kind']:.0f}%" if "asked_kind" in s else "-"]
-        row += [f"{s['llm_vision_tokens']:.0f}", f"{s['tiles_encoded']:.1f}", f"{s['seconds']:.2f}",
+        row += [f"{s['llm_vision_tokens']:.0f}",
+                f"{100 * s['tokens_vs_full']:.2f}%" if "tokens_vs_full" in s else "-",
+                f"{s['tiles_encoded']:.1f}", f"{s['seconds']:.2f}",
                 f"{100 * s['localisation']:.0f}% of {s['boxed_questions']}" if "localisation" in s else "-",
                 f"{100 * s['box_followed']:.0f}%" if "box_followed" in s else "-",
                 f"{s['final_level']:.1f}" if "final_level" in s else "-",
-                f"{100 * s['finest_reached']:.0f}%" if "finest_reached" in s else "-"]
+                f"{100 * s['finest_reached']:.0f}%" if "finest_reached" in s and "final_level" in s else "-",
+                (f"{100 * s['finest_reached_single']:.0f}% / "
+                 + (f"{100 * s['followed_single']:.0f}%" if "followed_single" in s else "-")
+                 + f" of {s['single_object_questions']}") if "finest_reached_single" in s else "-"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
