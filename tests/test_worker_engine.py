@@ -85,3 +85,45 @@ def test_the_worker_keeps_tile_encodings_between_asks_and_takes_their_bound(work
     with pytest.raises(InputError, match="tile_cache_mb must be 0"):
         worker.set_tile_cache_mb(-1)
     worker.set_tile_cache_mb(DEFAULT_MB)
+
+
+def test_the_token_events_concatenated_equal_the_answer(worker, scene):
+    # What the dock and Processing stream is the answer itself, to the character (no stray space).
+    for question, tokens in ((QUESTION, 12), ("Is there water?", 5)):
+        events = []
+        answer = worker.ask(scene, question, AskOptions(mode="dip", max_new_tokens=tokens),
+                            events=events.append)
+        streamed = "".join(e["text"] for e in events if e["type"] == "token")
+        assert answer.text and streamed == answer.text
+
+
+def test_trimmed_tokens_hold_edge_space_and_pass_inner_space():
+    from rs_vqa_plugin.engine.progress import TrimmedTokens
+
+    out = []
+    stream = TrimmedTokens(out.append)
+    for piece in ("  ", " two", " ships", " ", " at", " quay ", " \n"):
+        stream(piece)
+    assert "".join(out) == "two ships  at quay"
+
+
+def test_a_hung_worker_is_ended_and_reported_and_the_next_run_gets_a_fresh_one(tiny_bundle, scene):
+    # Processing's path had no hang detection: a frozen worker (SIGSTOP: no heartbeat, no answer)
+    # held the run for ever. Now it is ended after the heartbeat timeout, with the dock's message.
+    import os
+    import signal
+    import time
+
+    from rs_vqa_plugin.engine.errors import RuntimeSetupError
+
+    engine = WorkerEngine(sys.executable, tiny_bundle, "cpu", heartbeat_timeout_s=2.0)
+    try:
+        os.kill(engine._process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(RuntimeSetupError, match="stopped responding and was ended") as caught:
+            engine.ask(scene, QUESTION, AskOptions(mode="thumbnail", max_new_tokens=1))
+        assert time.monotonic() - started < 10
+        assert "QGIS is fine" in str(caught.value) and "no heartbeat" in str(caught.value)
+        assert not engine.alive
+    finally:
+        engine.close()

@@ -21,12 +21,12 @@ from .cost import MODES, ModelDims, keep_count, run_flops
 from .errors import InputError
 from .prompt import prepare_question
 from .question_text import check_question_text
-from .progress import CancelToken, EventSink, emit, progress_event, token_event
+from .progress import (TIMED_STAGES, CancelToken, EventSink, TrimmedTokens, emit, progress_event,
+                       token_event)
 from .scope import Scope
 from .sequence import LevelTokens, assemble, level_tokens
 from .tile_cache import DEFAULT_MB, TileCache, image_identity, model_identity
 
-STAGES = ("read", "encode", "score", "select", "generate")
 # Tiles read and encoded together: bounds memory (B*B*3 bytes + features each) and lets a
 # cancel or a progress event in between.
 TILE_BATCH = 8
@@ -67,7 +67,7 @@ class _Run:
     def __init__(self, sinks: List[EventSink], cancel: Optional[CancelToken]):
         self.sinks = sinks
         self.cancel = cancel
-        self.seconds = {stage: 0.0 for stage in STAGES}
+        self.seconds = {stage: 0.0 for stage in TIMED_STAGES}
         # What the tile cache is keyed by for this question (None: not cached, e.g. blind).
         self.image_id: Optional[str] = None
         self.tiles_encoded = 0
@@ -228,11 +228,8 @@ class Engine:
             final = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline, kept, suffix)
             self._check_context(final.length + int(options.max_new_tokens),
                                 "The kept image tokens with the question and the answer")
-            pieces: List[str] = []
-
-            def on_token(text: str) -> None:
-                pieces.append(text)
-                run.emit(token_event(text))
+            # Stripped as the answer is, so that the streamed tokens add up to its text.
+            on_token = TrimmedTokens(lambda text: run.emit(token_event(text)))
 
             with run.stage("generate", 0.0, f"answering from {final.length} tokens"):
                 text = self.llm.generate(final.embeds, max_new_tokens=int(options.max_new_tokens),

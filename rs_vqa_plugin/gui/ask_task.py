@@ -12,6 +12,8 @@ import threading
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from ..engine import stage_position
+
 # QGIS announces every task that ran over 5 s when it ends ("Task complete: <description>"); 3.22
 # has no way to opt out and, without desktop notifications, pushes it onto the message bar above
 # the map, once per answer. QGIS 3.26+ has the Silent flag for that; older ones get the notice
@@ -31,13 +33,9 @@ def drop_completion_notice(message_bar, description: str) -> int:
     return removed
 
 
-# Rough share of the whole ask per stage, so the task bar only moves forward.
-STAGE_ORDER = ("load", "read", "encode", "score", "select", "generate")
-
-
 def overall_percent(stage: str, fraction: float) -> float:
-    index = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 0
-    return 100.0 * (index + max(0.0, min(1.0, fraction))) / len(STAGE_ORDER)
+    """Rough share of the whole ask by the engine's stage order, so the task bar only moves forward."""
+    return 100.0 * stage_position(stage, fraction)
 
 
 class AskTask(QgsTask):

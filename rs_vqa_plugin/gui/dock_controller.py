@@ -513,17 +513,13 @@ class DockController(QObject):
 
 
 def stage_label(stage: str) -> str:
+    """The engine's name of a stage (STAGE_LABELS), translated; an unknown stage as it came."""
     from qgis.PyQt.QtCore import QCoreApplication
 
-    def tr(text):
-        return QCoreApplication.translate("DockController", text)
+    from ..engine import STAGE_LABELS
 
-    labels = {"load": tr("Loading the model"),
-              "overviews": tr("Building overviews (once for this raster)"),
-              "read": tr("Reading pixels"),
-              "encode": tr("Encoding tiles"), "score": tr("Scoring tokens"),
-              "select": tr("Selecting tiles"), "generate": tr("Writing the answer")}
-    return labels.get(stage, stage or tr("Working"))
+    label = STAGE_LABELS.get(stage) or stage or "Working"
+    return QCoreApplication.translate("DockController", label)
 
 
 def _rgb_bands(layer: QgsRasterLayer):

@@ -1,25 +1,21 @@
 """Talks to the engine worker process (runtime Python) from the GUI thread through a QProcess.
 
-Events arrive as Qt signals on the GUI thread. A worker that dies (crash, out of memory, killed) or
-stops sending heartbeats is reported plainly; the next question starts a fresh one.
+The protocol, the heartbeat verdict, the error kinds and the death report are the Qt-free core's
+(rs_vqa_plugin/worker_client.py), shared with Processing; this class is its Qt transport. Events
+arrive as Qt signals on the GUI thread. A worker that dies (crash, out of memory, killed) or stops
+sending heartbeats is reported plainly; the next question starts a fresh one.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
-import json
 import os
-import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, pyqtSignal
 
+from ..worker_client import HEARTBEAT_TIMEOUT_S, QUIET_EVENTS, WorkerSession
 from ..worker_launch import WORKER_ARGS, worker_cwd, worker_environment
-
-HEARTBEAT_TIMEOUT_S = 30.0
-STDERR_LINES_KEPT = 40
 
 
 class WorkerClient(QObject):
@@ -38,15 +34,10 @@ class WorkerClient(QObject):
         self.python = python
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.process: Optional[QProcess] = None
-        self.pending: Dict[str, str] = {}        # request id -> command
-        self.stderr_tail = collections.deque(maxlen=STDERR_LINES_KEPT)
-        self.last_event_time = 0.0
-        self._buffer = b""
+        self.session = WorkerSession(heartbeat_timeout_s)
         self._closing = False
         self._starting = False
-        self._hung = False
         self._ended_for_stop = False
-        self._ids = itertools.count(1)
         self._watchdog = QTimer(self)
         self._watchdog.setInterval(2000)
         self._watchdog.timeout.connect(self._check_heartbeat)
@@ -86,10 +77,8 @@ class WorkerClient(QObject):
         process.finished.connect(self._on_finished)
         process.errorOccurred.connect(self._on_error)
         self.process = process
-        self._buffer = b""
         self._closing = False
-        self.stderr_tail.clear()
-        self.last_event_time = time.monotonic()
+        self.session.reset()
         self._starting = True   # a failed start is returned here, not reported as a death
         process.start(self.python, WORKER_ARGS)
         started = process.waitForStarted(10000)
@@ -111,12 +100,12 @@ class WorkerClient(QObject):
         self._closing = True
         self._watchdog.stop()
         if process.state() != QProcess.NotRunning:
-            self._send({"id": self._next_id("shutdown"), "cmd": "shutdown"})
+            process.write(self.session.control("shutdown"))
             process.closeWriteChannel()
             if not process.waitForFinished(wait_ms):
                 process.kill()
                 process.waitForFinished(1000)
-        self.pending.clear()
+        self.session.take_pending()
         process.deleteLater()
         self.process = None
 
@@ -133,20 +122,21 @@ class WorkerClient(QObject):
             self.process.kill()
 
     # ---- requests ------------------------------------------------------------------------
-    def _next_id(self, prefix: str) -> str:
-        return f"{prefix}-{next(self._ids)}"
+    @property
+    def pending(self) -> dict:
+        return self.session.pending
 
-    def _send(self, request: dict) -> None:
-        self.process.write((json.dumps(request) + "\n").encode("utf-8"))
+    @property
+    def stderr_tail(self):
+        return self.session.stderr_tail
 
     def request(self, cmd: str, **fields) -> tuple:
         """(request id, problem). Starts the worker when needed."""
         problem = self.start()
         if problem:
             return "", problem
-        request_id = self._next_id(cmd)
-        self.pending[request_id] = cmd
-        self._send({"id": request_id, "cmd": cmd, **fields})
+        request_id, line = self.session.request(cmd, **fields)
+        self.process.write(line)
         return request_id, None
 
     def load(self, model: str, device: str = "auto") -> tuple:
@@ -160,62 +150,44 @@ class WorkerClient(QObject):
 
     def cancel(self, request_id: str) -> None:
         if self.is_running() and request_id in self.pending:
-            self._send({"id": self._next_id("cancel"), "cmd": "cancel", "target": request_id})
+            self.process.write(self.session.control("cancel", target=request_id))
 
     # ---- events --------------------------------------------------------------------------
     def _read_stdout(self) -> None:
         if self.process is None:
             return
-        self._buffer += bytes(self.process.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                self._dispatch(line)
+        for event in self.session.feed(bytes(self.process.readAllStandardOutput())):
+            self._dispatch(event)
 
     def _read_stderr(self) -> None:
         if self.process is None:
             return
-        text = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
-        self.stderr_tail.extend(line for line in text.splitlines() if line.strip())
+        self.session.feed_stderr(bytes(self.process.readAllStandardError()).decode("utf-8", "replace"))
 
-    def _dispatch(self, line: bytes) -> None:
-        self.last_event_time = time.monotonic()
-        try:
-            event = json.loads(line.decode("utf-8", "replace"))
-        except ValueError:
-            self.stderr_tail.append(line.decode("utf-8", "replace"))
-            return
+    def _dispatch(self, event: dict) -> None:
         request_id, kind = str(event.get("id", "")), event.get("event")
-        if kind in ("heartbeat", "ready", "pong"):
+        if kind in QUIET_EVENTS:
             return
+        self.session.settle(event)
         if kind == "progress":
             self.progress.emit(request_id, str(event.get("stage", "")),
                                float(event.get("fraction", 0.0)), str(event.get("message", "")))
         elif kind == "token":
             self.token.emit(request_id, str(event.get("text", "")))
         elif kind == "loaded":
-            info = {k: v for k, v in event.items() if k not in ("id", "event")}
-            self.loaded.emit(request_id, info)
-            if self.pending.get(request_id) == "load":
-                self.pending.pop(request_id, None)
+            self.loaded.emit(request_id, {k: v for k, v in event.items() if k not in ("id", "event")})
         elif kind == "answer":
-            self.pending.pop(request_id, None)
             self.answered.emit(request_id, event.get("answer") or {})
         elif kind == "error":
-            self.pending.pop(request_id, None)
             self.failed.emit(request_id, str(event.get("message", "")))
             if event.get("kind") == "RuntimeSetupError":
                 self.runtime_unusable.emit(str(event.get("message", "")))
         elif kind == "cancelled":
-            self.pending.pop(request_id, None)
             self.cancelled.emit(request_id)
-        elif kind == "shutdown":
-            self.pending.pop(request_id, None)
 
     def _check_heartbeat(self) -> None:
-        if self.is_running() and time.monotonic() - self.last_event_time > self.heartbeat_timeout_s:
-            self.stderr_tail.append("rs-vqa: no heartbeat from the worker; ended it.")
-            self._hung = True
+        if self.is_running() and self.session.overdue(self.heartbeat_timeout_s):
+            self.session.mark_hung()
             self.process.kill()
 
     def _on_error(self, error) -> None:
@@ -232,26 +204,15 @@ class WorkerClient(QObject):
         if self._ended_for_stop:
             self._report_stopped()
             return
-        if self._hung:
-            reason = self.tr("stopped responding and was ended")
-        elif exit_status == QProcess.CrashExit:
-            reason = self.tr("crashed or was killed (for example by the system when memory ran "
-                             "out)")
-        else:
-            reason = self.tr("exited with code {code}").format(code=exit_code)
-        last = self.stderr_tail[-1] if self.stderr_tail else ""
-        message = self.tr("The RS-VQA runtime {reason}. QGIS is fine; the next question starts a "
-                          "fresh runtime.").format(reason=reason)
-        if last:
-            message += " " + self.tr("Last runtime message: {line}").format(line=last[-300:])
-        self._report_death(message)
+        reason = self.session.reason(crashed=exit_status == QProcess.CrashExit)
+        self._report_death(self.session.death_message(reason, exit_code, tr=self.tr))
 
     def _forget_process(self) -> dict:
         """The requests the ended worker still owed; the next request starts a fresh worker."""
         self._watchdog.stop()
-        self._hung = False
+        self.session.hung = False
         self._ended_for_stop = False
-        pending, self.pending = self.pending, {}
+        pending = self.session.take_pending()
         if self.process is not None:
             self.process.deleteLater()
         self.process = None

@@ -115,9 +115,10 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             "loads it once. GeoPackage, CSV and Shapefile outputs are written answer by answer: "
             "a cancelled or killed run keeps what it answered (a cancelled run ends as failed). "
             "No output may be the raster or the question file.\n\n"
-            "Runs the model in this Python when it has torch, transformers and onnxruntime, "
-            "otherwise in the runtime's worker process (the Runtime Python of RS-VQA's settings, "
-            "which its \"Set up runtime\" button makes, or RS_VQA_RUNTIME_PYTHON)."
+            "In the QGIS desktop the model runs in the runtime's worker process, as in the chat "
+            "dock (the Runtime Python of RS-VQA's settings, which its \"Set up runtime\" button "
+            "makes, or RS_VQA_RUNTIME_PYTHON). Headless (qgis_process, a script) it runs in that "
+            "Python when it has torch, transformers and onnxruntime, else in the worker too."
         )
 
     def createInstance(self):  # noqa: N802 (QGIS API name)

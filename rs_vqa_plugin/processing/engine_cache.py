@@ -3,8 +3,9 @@ that takes a minute to load is loaded once, not once per raster.
 
 Only the last (model folder, device) is kept: a real LVLM holds gigabytes, and a batch uses one
 model. The key includes the bundle files' modification times, so a model rebuilt in place is
-reloaded. Without the ML stack in this Python the engine is the runtime's worker process
-(worker_engine.py), kept warm the same way. A lock serialises runs that share the engine (its
+reloaded. In the QGIS desktop, or without the ML stack in this Python, the engine is the runtime's
+worker process (worker_engine.py, see runtime.py), kept warm the same way; a worker that died is
+replaced by a fresh one on the next run. A lock serialises runs that share the engine (its
 sessions are not meant for two questions at once); the provider's unload frees it."""
 
 from __future__ import annotations
@@ -40,13 +41,15 @@ def shared_engine(model_dir, device: str = "auto", on_load=None, tile_cache_mb=N
     as it is) bounds its tile cache, which is kept with the engine, so a batch's rows over one
     raster reuse each other's tile encodings."""
     global _engine, _key, loads
-    from .runtime import runs_in_worker, worker_python
+    from ..engine import RuntimeSetupError
+    from .runtime import in_desktop, ml_runtime_problem, runs_in_worker, worker_python
 
     with _lock:
-        # In this Python when it has the ML stack; else in the runtime's worker process.
         python = worker_python() if runs_in_worker() else ""
+        if not python and in_desktop():   # never torch inside the QGIS desktop
+            raise RuntimeSetupError(ml_runtime_problem() or "No runtime Python for RS-VQA.")
         key = _bundle_key(model_dir, device, python)
-        if _engine is None or key != _key:
+        if _engine is None or key != _key or not getattr(_engine, "alive", True):
             old, _engine, _key = _engine, None, None   # free the old model before the next loads
             _close(old)
             if on_load is not None:
@@ -56,7 +59,7 @@ def shared_engine(model_dir, device: str = "auto", on_load=None, tile_cache_mb=N
 
                 _engine = WorkerEngine(python, model_dir, device)
             else:
-                from ..engine.pipeline import Engine
+                from ..engine import Engine
 
                 _engine = Engine(model_dir, device=device)
             _key = key

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from ..engine.progress import CancelToken
-
-# The engine's stages in the order one question goes through them (repeated per pyramid level);
-# used only to turn stage fractions into a roughly monotonic progress bar.
-STAGES = ("read", "encode", "score", "select", "generate")
+from ..engine import CancelToken, stage_position
 
 
 class FeedbackBridge:
     """Callable event sink for the engine; one unit of work (a question, an image) at a time."""
 
-    def __init__(self, feedback, total_units: int = 1, stages=STAGES):
+    def __init__(self, feedback, total_units: int = 1, staged: bool = True):
+        """`staged`: a question goes through the engine's ask stages; else (overviews) one
+        stage's fraction is the unit's."""
         self.feedback = feedback
-        self.stages = stages
+        self.staged = staged
         self.token = CancelToken()
         self.total_units = max(1, int(total_units))
         self.unit = 0
@@ -44,11 +42,8 @@ class FeedbackBridge:
         if event.get("type") == "progress":
             stage = event.get("stage", "")
             fraction = float(event.get("fraction", 0.0))
-            if self.stages is None:  # a one-stage job (overviews): the fraction is the unit's
-                self._within = max(self._within, min(1.0, fraction))
-            elif stage in self.stages:
-                position = (self.stages.index(stage) + fraction) / len(self.stages)
-                self._within = max(self._within, min(1.0, position))
+            position = stage_position(stage, fraction) if self.staged else fraction
+            self._within = max(self._within, min(1.0, position))
             self._publish()
             message = event.get("message")
             if message:

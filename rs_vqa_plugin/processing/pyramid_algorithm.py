@@ -66,7 +66,7 @@ class BuildPyramidAlgorithm(QgsProcessingAlgorithm):
         path = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context))
         cache_dir = self.parameterAsFile(parameters, "CACHE_DIR", context) or None
         use_cache = self.parameterAsBoolean(parameters, "USE_CACHE", context)
-        bridge = FeedbackBridge(feedback, stages=None)
+        bridge = FeedbackBridge(feedback, staged=False)
         try:
             state = build_overviews(path, cache_dir=cache_dir, use_cache=use_cache, events=bridge,
                                     cancel=bridge.token)

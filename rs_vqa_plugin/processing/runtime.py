@@ -1,4 +1,9 @@
-"""Checks that this Python can run the models in-process, and says how to get there when it cannot."""
+"""Where Processing runs the model, and what to do when it cannot run anywhere.
+
+In the QGIS desktop (its toolbox, batch dialog and Python console) always in the runtime's worker
+process, as the chat dock does: a model that crashes or runs out of memory must not take QGIS
+down. Headless (qgis_process, or processing.run in a plain Python script) in this Python when it
+has the ML stack (one process, no start-up), else in the worker too."""
 
 from __future__ import annotations
 
@@ -40,9 +45,26 @@ def worker_python() -> str:
     return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else ""
 
 
+def in_desktop() -> bool:
+    """True inside the QGIS desktop application (qgis.utils.iface is set there, and only there:
+    qgis_process and a script's own QgsApplication leave it None)."""
+    import qgis.utils
+
+    return getattr(qgis.utils, "iface", None) is not None
+
+
 def runs_in_worker() -> bool:
-    """True when this Python cannot run the models but a runtime worker can."""
-    return bool(missing_ml_packages()) and bool(worker_python())
+    """True when the models run in a runtime worker: always in the desktop, elsewhere when this
+    Python cannot run them itself (and a runtime Python exists)."""
+    return bool(worker_python()) and (in_desktop() or bool(missing_ml_packages()))
+
+
+def desktop_help() -> str:
+    return ("RS-VQA runs its models in a separate runtime Python inside the QGIS desktop (so that "
+            "a model crash cannot take QGIS down), and none is set up. Click \"Set up runtime\" "
+            "in RS-VQA's settings (Raster › RS-VQA › Settings…), or choose a Python that has "
+            f"torch, transformers and onnxruntime as its Runtime Python: {runtime_setup_advice()}; "
+            "or set RS_VQA_RUNTIME_PYTHON.")
 
 
 def runtime_help(missing: List[str]) -> str:
@@ -56,12 +78,13 @@ def runtime_help(missing: List[str]) -> str:
     return advice + (
         " Or run the algorithm with that runtime's packages on the path, e.g.\n"
         "  PYTHONPATH=<rs-vqa>/.venv/lib/python3.X/site-packages QT_QPA_PLATFORM=offscreen "
-        "qgis_process.bin run rs_vqa:ask -- INPUT=image.tif QUESTIONS='How many ships?' OUTPUT=answers.csv\n"
-        "(or start QGIS itself with that PYTHONPATH).")
+        "qgis_process.bin run rs_vqa:ask -- INPUT=image.tif QUESTIONS='How many ships?' OUTPUT=answers.csv")
 
 
 def ml_runtime_problem() -> Optional[str]:
     """What stops the models from running, in this Python or in a worker; None when nothing."""
+    if in_desktop():
+        return None if worker_python() else desktop_help()
     missing = missing_ml_packages()
     return runtime_help(missing) if missing and not worker_python() else None
 
