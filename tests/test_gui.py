@@ -383,7 +383,7 @@ def test_stop_and_a_killed_worker_leave_nothing_half_added(controller, project, 
 # ---- what desktop use found broken or misleading -------------------------------------------
 def answered_turn_with_heat(controller, project, raster_layer, folder, question="Where are the ships?"):
     """An answered turn whose heat layer was added by the real add_heat_layer (no worker needed)."""
-    from rs_vqa_plugin.gui.heat_layer import add_heat_layer
+    from rs_vqa_plugin.heat_layer import add_heat_layer
     from rs_vqa_plugin.gui.history import Turn
 
     box = raster_layer.extent()

@@ -126,7 +126,7 @@ def token_answer(raster_layer, question, scores):
 def test_heat_legend_reads_as_shares_of_the_attention(project, raster_layer, tmp_path):
     import re
 
-    from rs_vqa_plugin.gui.heat_layer import add_heat_layer
+    from rs_vqa_plugin.heat_layer import add_heat_layer
 
     # Softmax shares as the RFM gives them (the legend used to read "0.00333 - 0.00414").
     scores = [0.00333, 0.0034, 0.0035, 0.0036, 0.0037, 0.0038, 0.00395, 0.00414, 0.00414, 0.0041]
@@ -145,7 +145,7 @@ def test_heat_legend_reads_as_shares_of_the_attention(project, raster_layer, tmp
 
 
 def answered_turn(controller, project, raster_layer, folder, question):
-    from rs_vqa_plugin.gui.heat_layer import add_heat_layer
+    from rs_vqa_plugin.heat_layer import add_heat_layer
     from rs_vqa_plugin.gui.history import Turn
 
     heat = add_heat_layer(project, raster_layer, token_answer(raster_layer, question, [0.2, 0.5, 0.3]),

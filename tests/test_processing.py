@@ -281,23 +281,40 @@ def test_ask_questions_from_jsonl_inside_a_scope_to_csv(rs_vqa_provider, tiny_bu
         assert scope.buffered(1.0).contains(cell.geometry().boundingBox())
 
 
-def test_ask_results_loaded_into_the_project_are_styled(rs_vqa_provider, tiny_bundle, scene, tmp_path):
-    import processing
-    from qgis.core import QgsProject
+def test_ask_results_loaded_into_the_project_are_styled_and_grouped_as_the_dock_does(
+        rs_vqa_provider, tiny_bundle, scene, tmp_path):
+    # The heatmap used to keep the .qml's fixed labels ("0.0 - 0.2", ...) and land wherever
+    # Processing put it; now it has the dock's style and place (one results module for both).
+    import re
 
-    result = processing.runAndLoadResults("rs_vqa:ask", {
-        "INPUT": str(scene), "QUESTIONS": QUESTIONS[0], "MODEL": str(tiny_bundle), "MODE": "grid",
-        "MAX_TOKENS": 1, "OUTPUT": "TEMPORARY_OUTPUT", "HEATMAP": str(tmp_path / "heat.gpkg")})
+    import processing
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    from rs_vqa_plugin.heat_layer import GROUP_PREFIX, HEAT_PROPERTY
+
     project = QgsProject.instance()
-    loaded = list(project.mapLayers().values())
+    raster = QgsRasterLayer(str(scene), "harbour")
+    project.addMapLayer(raster)
     try:
-        heat = [layer for layer in loaded if layer.source().startswith(str(tmp_path / "heat.gpkg"))]
+        result = processing.runAndLoadResults("rs_vqa:ask", {
+            "INPUT": raster.id(), "QUESTIONS": QUESTIONS[0], "MODEL": str(tiny_bundle),
+            "MODE": "grid", "MAX_TOKENS": 1, "OUTPUT": "TEMPORARY_OUTPUT",
+            "HEATMAP": str(tmp_path / "heat.gpkg")})
+        heat = [layer for layer in project.mapLayers().values()
+                if layer.source().startswith(str(tmp_path / "heat.gpkg"))]
         assert len(heat) == 1 and heat[0].featureCount() > 0
         renderer = heat[0].renderer()
         assert renderer.type() == "graduatedSymbol" and renderer.classAttribute() == "score"
+        labels = [r.label() for r in renderer.ranges()]
+        assert labels and all(re.match(r"^(\d+(\.\d)?%|<0\.1%|0%) of the model's attention$", label)
+                              for label in labels), labels
+        assert "attention" in heat[0].title() and heat[0].customProperty(HEAT_PROPERTY, False)
+        group = project.layerTreeRoot().findGroup(GROUP_PREFIX + "harbour")
+        assert group is not None and group.findLayer(heat[0].id()) is not None
         assert project.mapLayer(result["OUTPUT"]).featureCount() == 1  # a memory layer, by id
     finally:
-        project.removeMapLayers([layer.id() for layer in loaded])
+        project.removeAllMapLayers()
+        project.clear()
 
 
 class CancelAfterAnswers(QgsProcessingFeedback):

@@ -26,6 +26,7 @@ _API = {
     "AskOptions": ("pipeline", "AskOptions"),
     "Answer": ("answer", "Answer"),
     "answer_from_dict": ("answer", "answer_from_dict"),
+    "heat_cell_from_dict": ("answer", "heat_cell_from_dict"),
     "Selection": ("selection", "Selection"),
     "CancelToken": ("progress", "CancelToken"),
     "ASK_STAGES": ("progress", "ASK_STAGES"),

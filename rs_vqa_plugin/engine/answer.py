@@ -40,11 +40,14 @@ def answer_to_dict(answer: Answer) -> dict:
     return data
 
 
+def heat_cell_from_dict(c: dict) -> HeatCell:
+    return HeatCell(ring=[(float(x), float(y)) for x, y in c["ring"]], score=float(c["score"]),
+                    level=int(c["level"]), tile=(int(c["tile"][0]), int(c["tile"][1])),
+                    rank=int(c["rank"]), kind=str(c.get("kind", "token")))
+
+
 def answer_from_dict(data: dict) -> Answer:
-    cells = [HeatCell(ring=[(float(x), float(y)) for x, y in c["ring"]], score=float(c["score"]),
-                      level=int(c["level"]), tile=(int(c["tile"][0]), int(c["tile"][1])),
-                      rank=int(c["rank"]), kind=str(c.get("kind", "token")))
-             for c in data.get("heat_cells", [])]
+    cells = [heat_cell_from_dict(c) for c in data.get("heat_cells", [])]
     return Answer(question=data["question"], text=data["text"], mode=data["mode"],
                   trace=dict(data.get("trace", {})), heat_cells=cells,
                   crs_wkt=data.get("crs_wkt", ""), raster=data.get("raster", ""))

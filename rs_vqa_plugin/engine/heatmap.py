@@ -4,7 +4,8 @@ Cells are footprints in the raster's CRS of the kept tokens and of the tiles rea
 A new file is written to a temporary name beside the target and renamed at the end; a layer added
 to an existing GeoPackage is written in one transaction; so a failure or a cancel leaves no
 half-written file. Existing files and layers are replaced only when asked (GDAL's convention).
-Fields: question, score, level, tile ("row,col"), rank, kind.
+Fields: HEAT_FIELDS (question, score, level, tile "row,col", rank, kind), the one schema of every
+heatmap: this file writer, the dock's heat layers and Processing's HEATMAP output.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ from .errors import InputError
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 LAYER_NAME = "heatmap"
+# (name, kind) of a heat cell's attributes, in order; kind is string | real | integer.
+HEAT_FIELDS = (("question", "string"), ("score", "real"), ("level", "integer"),
+               ("tile", "string"), ("rank", "integer"), ("kind", "string"))
+
+
+def heat_values(question: str, cell: HeatCell) -> list:
+    """A heat cell's attribute values, in HEAT_FIELDS order."""
+    return [str(question), float(cell.score), int(cell.level),
+            f"{int(cell.tile[0])},{int(cell.tile[1])}", int(cell.rank), str(cell.kind)]
 
 
 def _rings(georef, x0, y0, x1, y1) -> List[List[Tuple[float, float]]]:
@@ -171,22 +181,17 @@ def ogr_polygon(ring):
 def _fill_layer(ds, name: str, srs, answers: Sequence[Answer]) -> None:
     from osgeo import ogr
 
+    kinds = {"string": ogr.OFTString, "real": ogr.OFTReal, "integer": ogr.OFTInteger}
     layer = ds.CreateLayer(name, srs, ogr.wkbPolygon)
     try:
-        for field, kind in (("question", ogr.OFTString), ("score", ogr.OFTReal),
-                            ("level", ogr.OFTInteger), ("tile", ogr.OFTString),
-                            ("rank", ogr.OFTInteger), ("kind", ogr.OFTString)):
-            layer.CreateField(ogr.FieldDefn(field, kind))
+        for field, kind in HEAT_FIELDS:
+            layer.CreateField(ogr.FieldDefn(field, kinds[kind]))
         definition = layer.GetLayerDefn()
         for answer in answers:
             for cell in answer.heat_cells:
                 feature = ogr.Feature(definition)
-                feature.SetField("question", answer.question)
-                feature.SetField("score", float(cell.score))
-                feature.SetField("level", int(cell.level))
-                feature.SetField("tile", f"{int(cell.tile[0])},{int(cell.tile[1])}")
-                feature.SetField("rank", int(cell.rank))
-                feature.SetField("kind", cell.kind)
+                for index, value in enumerate(heat_values(answer.question, cell)):
+                    feature.SetField(index, value)
                 feature.SetGeometry(ogr_polygon(cell.ring))
                 layer.CreateFeature(feature)
     finally:

@@ -16,7 +16,7 @@ from qgis.PyQt.QtWidgets import QFileDialog
 from ..settings import load_settings, save_settings
 from .ask_task import AskTask, drop_completion_notice
 from .dock import ChatDock
-from .heat_layer import GROUP_PREFIX, add_heat_layer, heat_layers
+from ..heat_layer import GROUP_PREFIX, add_heat_layer, heat_layers
 from .history import Conversations, Turn, export_csv, export_markdown, waited_stats
 from .models import check_bundle, find_bundles, is_demo_model
 from .scope import ScopeError, resolve_scope

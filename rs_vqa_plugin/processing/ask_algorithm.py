@@ -10,8 +10,9 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsPro
                        QgsProcessingParameterString, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
-from ..engine.tile_cache import tiles_used
-from ..paths import resources_dir
+from ..engine import tiles_used
+from ..heat_layer import (HEAT_PROPERTY, heat_crs, heat_fields, heat_rows, show_in_raster_group,
+                          style_heat_layer)
 from .answer_sink import AnswerSink
 from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, alpha_parameter,
                      device_parameter, max_tokens_parameter, mode_parameter,
@@ -34,13 +35,8 @@ def answer_fields() -> QgsFields:
     return fields
 
 
-def heat_fields() -> QgsFields:
-    fields = QgsFields()
-    for name, kind in (("question_index", QVariant.Int), ("question", QVariant.String),
-                       ("score", QVariant.Double), ("level", QVariant.Int), ("tile", QVariant.String),
-                       ("rank", QVariant.Int), ("kind", QVariant.String)):
-        fields.append(QgsField(name, kind))
-    return fields
+# Processing's heatmap holds every question of the run: each cell also says which one.
+QUESTION_INDEX = (("question_index", "integer"),)
 
 
 def _answer_values(question, answer) -> list:
@@ -55,32 +51,45 @@ def _answer_values(question, answer) -> list:
     ]
 
 
-def _heat_rows(index, question, answer):
-    """(values in heat_fields() order, polygon ring) per heat cell of one answer."""
-    return [([index, question.text, float(cell.score), int(cell.level),
-              f"{cell.tile[0]},{cell.tile[1]}", int(cell.rank), cell.kind], cell.ring)
-            for cell in answer.heat_cells]
-
-
 class HeatStyle(QgsProcessingLayerPostProcessorInterface):
-    """Gives the heatmap loaded at the end of a run the same graduated style as the dock's."""
+    """The heatmap loaded at the end of a run gets the dock's style (classes labelled by share of
+    the model's attention) and place (the raster's "RS-VQA: <name>" group, shown alone there)."""
+
+    def __init__(self, raster_id: str, raster_source: str):
+        super().__init__()
+        self.raster_id, self.raster_source = raster_id, raster_source
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API name)
-        style = resources_dir() / "heatmap.qml"
-        if style.is_file():
-            layer.loadNamedStyle(str(style))
-            layer.triggerRepaint()
+        from qgis.core import QgsProject
+
+        style_heat_layer(layer)
+        project = context.project() or QgsProject.instance()
+        raster = self._raster_in(project)
+        if raster is not None:
+            show_in_raster_group(project, raster, layer)
+        else:   # a raster given as a file: the heat layer stays where Processing put it
+            layer.setCustomProperty(HEAT_PROPERTY, True)
+        layer.triggerRepaint()
+
+    def _raster_in(self, project):
+        raster = project.mapLayer(self.raster_id)
+        if raster is not None:
+            return raster
+        return next((candidate for candidate in project.mapLayers().values()
+                     if candidate.type() == candidate.RasterLayer
+                     and candidate.source() == self.raster_source), None)
 
 
-# One shared instance for the module's life: QGIS runs a temporary copy of the algorithm and keeps
-# only a pointer to the post-processor, used after that copy (and its attributes) are gone.
-_HEAT_STYLE = []
+# QGIS keeps only a pointer to a post-processor, used after the run's copy of the algorithm is
+# gone: the last few runs' are kept alive here (a run is loaded long before 16 more end).
+_HEAT_STYLES = []
 
 
-def heat_style() -> HeatStyle:
-    if not _HEAT_STYLE:
-        _HEAT_STYLE.append(HeatStyle())
-    return _HEAT_STYLE[0]
+def heat_style(raster_layer) -> HeatStyle:
+    style = HeatStyle(raster_layer.id(), raster_layer.source())
+    _HEAT_STYLES.append(style)
+    del _HEAT_STYLES[:-16]
+    return style
 
 
 class AskAlgorithm(QgsProcessingAlgorithm):
@@ -218,8 +227,9 @@ class AskAlgorithm(QgsProcessingAlgorithm):
                                            QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem())
         if table is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-        heat, heat_id = AnswerSink.create(self, parameters, "HEATMAP", context, heat_fields(),
-                                          QgsWkbTypes.Polygon, layer.crs())
+        heat, heat_id = AnswerSink.create(self, parameters, "HEATMAP", context,
+                                          heat_fields(QUESTION_INDEX), QgsWkbTypes.Polygon,
+                                          heat_crs(layer))
         for name, sink in (("OUTPUT", table), ("HEATMAP", heat)):
             if sink is not None and sink.written_at_end:
                 feedback.pushInfo(f"{name} ({sink.written_at_end}) is written when the run ends; "
@@ -246,7 +256,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
                     # Each answer is on disk before the next question starts.
                     table.add([(_answer_values(question, answer), None)])
                     if heat is not None:
-                        heat.add(_heat_rows(index, question, answer))
+                        heat.add(heat_rows(question.text, answer.heat_cells, leading=[index]))
                     answered += 1
                     feedback.pushInfo(f"    -> {answer.text}")
                     bridge.finish_unit(index)
@@ -275,5 +285,5 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         if heat is not None:
             results["HEATMAP"] = heat_id
             if context.willLoadLayerOnCompletion(heat_id):
-                context.layerToLoadOnCompletionDetails(heat_id).setPostProcessor(heat_style())
+                context.layerToLoadOnCompletionDetails(heat_id).setPostProcessor(heat_style(layer))
         return results

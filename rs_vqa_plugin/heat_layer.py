@@ -1,4 +1,6 @@
-"""An answer's heat cells as a styled GeoPackage layer in the raster's CRS, grouped per raster."""
+"""Heat layers on the QGIS side, for the chat dock and Processing alike: the fields (the engine's
+HEAT_FIELDS), the CRS rule, the rows, the GeoPackage the dock writes, the style (classes labelled
+by share of the model's attention) and the per-raster group the layers are shown in."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransformConte
                        QgsProject, QgsVectorFileWriter, QgsVectorLayer, QgsWkbTypes)
 from qgis.PyQt.QtCore import QCoreApplication, QVariant
 
-from ..paths import resources_dir
-from ..settings import plugin_data_dir
+from .engine import HEAT_FIELDS, heat_cell_from_dict, heat_values
+from .paths import resources_dir
+from .settings import plugin_data_dir
 
 STYLE_FILE = "heatmap.qml"
 GROUP_PREFIX = "RS-VQA: "
@@ -50,13 +53,34 @@ def _file_stem(raster_name: str) -> str:
     return f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{int(time.time() * 1000) % 1000:03d}"
 
 
+FIELD_TYPES = {"string": QVariant.String, "real": QVariant.Double, "integer": QVariant.Int}
+
+
+def heat_fields(leading=()) -> QgsFields:
+    """The heat layer's fields: `leading` (name, kind) pairs, then the engine's HEAT_FIELDS."""
+    fields = QgsFields()
+    for name, kind in (*leading, *HEAT_FIELDS):
+        fields.append(QgsField(name, FIELD_TYPES[kind]))
+    return fields
+
+
+def heat_rows(question: str, cells, leading=()) -> list:
+    """(values in heat_fields() order, polygon ring) per heat cell (HeatCell or its dict)."""
+    cells = [heat_cell_from_dict(c) if isinstance(c, dict) else c for c in cells or []]
+    return [([*leading, *heat_values(question, cell)], cell.ring) for cell in cells]
+
+
+def heat_crs(raster_layer, crs_wkt: str = "") -> QgsCoordinateReferenceSystem:
+    """The CRS of a raster's heat cells: the raster layer's, as QGIS shows it (the cells are in
+    its pixel grid's coordinates, so they overlay it whatever CRS the layer was given), else the
+    CRS the engine read from the file."""
+    crs = raster_layer.crs() if raster_layer is not None else QgsCoordinateReferenceSystem()
+    return crs if crs.isValid() else QgsCoordinateReferenceSystem.fromWkt(crs_wkt or "")
+
+
 def write_heat_gpkg(answer: dict, crs: QgsCoordinateReferenceSystem, path: Path) -> Path:
     """Write the cells atomically (temporary file, then rename): a failed write leaves nothing."""
-    fields = QgsFields()
-    for name, kind in (("question", QVariant.String), ("score", QVariant.Double),
-                       ("level", QVariant.Int), ("tile", QVariant.String), ("rank", QVariant.Int),
-                       ("kind", QVariant.String)):
-        fields.append(QgsField(name, kind))
+    fields = heat_fields()
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = "heatmap"
@@ -66,15 +90,10 @@ def write_heat_gpkg(answer: dict, crs: QgsCoordinateReferenceSystem, path: Path)
     if writer.hasError() != QgsVectorFileWriter.NoError:
         raise OSError(tr("Cannot write the heatmap {path}: {error}").format(
             path=path, error=writer.errorMessage()))
-    question = answer.get("question", "")
-    for cell in answer.get("heat_cells") or []:
+    for values, ring in heat_rows(answer.get("question", ""), answer.get("heat_cells")):
         feature = QgsFeature(fields)
-        ring = [QgsPointXY(float(x), float(y)) for x, y in cell["ring"]]
-        feature.setGeometry(QgsGeometry.fromPolygonXY([ring]))
-        tile = cell.get("tile") or ()
-        feature.setAttributes([question, float(cell.get("score", 0.0)), int(cell.get("level", 0)),
-                               ",".join(str(v) for v in tile), int(cell.get("rank", 0)),
-                               str(cell.get("kind", ""))])
+        feature.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(x, y) for x, y in ring]]))
+        feature.setAttributes(values)
         writer.addFeature(feature)
     del writer   # closes the file
     tmp.replace(path)
@@ -82,6 +101,7 @@ def write_heat_gpkg(answer: dict, crs: QgsCoordinateReferenceSystem, path: Path)
 
 
 def raster_group(project: QgsProject, raster_layer) -> QgsLayerTreeGroup:
+    """The raster's "RS-VQA: <name>" group, made above the raster the first time."""
     root = project.layerTreeRoot()
     name = GROUP_PREFIX + raster_layer.name()
     group = root.findGroup(name)
@@ -159,9 +179,7 @@ def label_attention_shares(layer: QgsVectorLayer, renderer) -> None:
 def add_heat_layer(project: QgsProject, raster_layer, answer: dict,
                    folder: Optional[Path] = None) -> QgsVectorLayer:
     """GUI thread only: writes the GeoPackage and adds the styled layer to the raster's group."""
-    crs = QgsCoordinateReferenceSystem.fromWkt(answer.get("crs_wkt") or "")
-    if not crs.isValid():
-        crs = raster_layer.crs()
+    crs = heat_crs(raster_layer, answer.get("crs_wkt") or "")
     folder = folder or heatmap_folder(project)
     path = write_heat_gpkg(answer, crs, folder / (_file_stem(raster_layer.name()) + ".gpkg"))
     layer = QgsVectorLayer(f"{path}|layername=heatmap",
@@ -169,12 +187,24 @@ def add_heat_layer(project: QgsProject, raster_layer, answer: dict,
     if not layer.isValid():
         raise OSError(tr("The heatmap {path} was written but cannot be opened.").format(path=path))
     style_heat_layer(layer)
-    layer.setCustomProperty(HEAT_PROPERTY, True)   # saved with the project: ours, not a scope
     project.addMapLayer(layer, False)
-    group = raster_group(project, raster_layer)
-    group.insertLayer(0, layer)
-    show_only(group, layer)
+    show_in_raster_group(project, raster_layer, layer)
     return layer
+
+
+def show_in_raster_group(project: QgsProject, raster_layer, layer: QgsVectorLayer) -> None:
+    """Mark `layer` as a heat layer, put it on top of the raster's group (moved there when it is
+    elsewhere in the layer tree) and show it alone there."""
+    layer.setCustomProperty(HEAT_PROPERTY, True)   # saved with the project: ours, not a scope
+    group = raster_group(project, raster_layer)
+    node = project.layerTreeRoot().findLayer(layer.id())
+    if node is None:
+        group.insertLayer(0, layer)
+    elif node.parent() is not group:
+        # The clone first: a layer whose last node leaves the tree leaves the project too.
+        group.insertChildNode(0, node.clone())
+        node.parent().removeChildNode(node)
+    show_only(group, layer)
 
 
 def show_only(group: QgsLayerTreeGroup, layer: QgsVectorLayer) -> None:
