@@ -187,6 +187,7 @@ def add_heat_layer(project: QgsProject, raster_layer, answer: dict,
     if not layer.isValid():
         raise OSError(tr("The heatmap {path} was written but cannot be opened.").format(path=path))
     style_heat_layer(layer)
+    layer.setCustomProperty(HEAT_PROPERTY, True)   # before it is added: the dock hides it from scopes
     project.addMapLayer(layer, False)
     show_in_raster_group(project, raster_layer, layer)
     return layer

@@ -4,14 +4,12 @@ This module is the engine's public API: the QGIS side (gui/, processing/ and the
 modules) imports these names from `rs_vqa_plugin.engine` and nothing deeper
 (tests/test_layering.py checks it). The CLI, the modeling tools and the tests may reach further.
 
-Each name is imported from its module on first use (PEP 562), so importing the package costs
+Each name is imported from its module when it is used (PEP 562), so importing the package costs
 nothing: the chat dock can use the errors or the stage names without loading numpy, GDAL, ONNX
 Runtime or torch, which load only inside the modules that run them.
 """
 
 from __future__ import annotations
-
-import importlib
 
 # public name -> (module, its name there)
 _API = {
@@ -68,9 +66,10 @@ def __getattr__(name: str):
         module, attribute = _API[name]
     except KeyError:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
-    globals()[name] = value     # found directly from now on
-    return value
+    # The import statement's machinery, not importlib: QGIS wraps it to learn a plugin's modules,
+    # and unloads (on plugin reload) only the modules it learnt. Nothing is cached here, so a
+    # reloaded plugin never gets a name from an unloaded module.
+    return getattr(__import__(f"{__name__}.{module}", fromlist=[attribute]), attribute)
 
 
 def __dir__():

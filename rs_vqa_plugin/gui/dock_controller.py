@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsMapLayer, QgsProject,
-                       QgsProviderRegistry, QgsRasterLayer, QgsTask)
+                       QgsRasterLayer, QgsTask)
 from qgis.PyQt.QtCore import QObject, Qt, QTimer
 from qgis.PyQt.QtWidgets import QFileDialog
 
 from ..settings import load_settings, save_settings
 from .ask_task import AskTask, drop_completion_notice
 from .dock import ChatDock
+from ..ask_inputs import raster_source_problem
 from ..heat_layer import GROUP_PREFIX, add_heat_layer, heat_layers
 from .history import Conversations, Turn, export_csv, export_markdown, waited_stats
 from .models import check_bundle, find_bundles, is_demo_model
@@ -129,20 +130,8 @@ class DockController(QObject):
 
     # ---- asking --------------------------------------------------------------------------
     def layer_problem(self, layer) -> Optional[str]:
-        if layer is None:
-            return self.tr("Choose a raster layer to ask about.")
-        if not isinstance(layer, QgsRasterLayer):
-            return self.tr("{layer} is not a raster layer: choose a raster.").format(layer=layer.name())
-        if layer.providerType() != "gdal":
-            return self.tr("{layer} is not a raster file on disk (provider {provider}): save it as "
-                           "a GeoTIFF (Export › Save As…) and ask about the copy.").format(
-                layer=layer.name(), provider=layer.providerType())
-        path = QgsProviderRegistry.instance().decodeUri("gdal", layer.source()).get("path") or ""
-        if not path.startswith("/vsi") and not Path(path).is_file():
-            return self.tr("The file of {layer} is missing: {path} was moved or deleted. Put it "
-                           "back, or remove the layer and add the file from where it is now."
-                           ).format(layer=layer.name(), path=path or layer.source())
-        return None
+        # The check Processing makes too: local files and GDAL virtual paths alike.
+        return raster_source_problem(layer)
 
     def ask(self, question: str) -> Optional[str]:
         """Start an ask; returns the problem shown in the dock, or None when it was sent."""

@@ -152,11 +152,13 @@ def non_raster_message(name: str, value, context) -> Optional[str]:
 
 
 def raster_path(layer: QgsRasterLayer, name: str = "INPUT") -> str:
-    """The GDAL dataset name behind a raster layer; the engine reads it with GDAL itself."""
+    """The GDAL dataset name behind a raster layer (the engine reads it with GDAL itself), checked
+    as the dock checks it: local files and GDAL virtual paths alike."""
+    from ..ask_inputs import raster_source_problem
+
     if layer is None:
         raise QgsProcessingException(f"{name}: no raster layer was given or it could not be opened.")
-    if layer.providerType() != "gdal":
-        raise QgsProcessingException(
-            f"{name} '{layer.name()}' comes from the '{layer.providerType()}' provider; RS-VQA reads "
-            "rasters through GDAL files. Save it as a GeoTIFF first (Raster › Conversion › Translate).")
+    problem = raster_source_problem(layer)
+    if problem:
+        raise QgsProcessingException(f"{name}: {problem}")
     return layer.source()
