@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Mapping
 
-from .engine.offline import OFFLINE_ENVIRONMENT
+from .engine import OFFLINE_ENVIRONMENT
 from .paths import PACKAGE_DIR
 
 WORKER_ARGS: List[str] = ["-u", "-m", "rs_vqa_plugin", "worker"]

@@ -69,3 +69,53 @@ def test_processing_at_work_loads_no_gui_module(tmp_path):
                             cwd=str(REPO), env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+# The QGIS side: both packages and the QGIS-side modules they share.
+QGIS_SIDE = ("gui", "processing", "heat_layer.py", "ask_inputs.py", "worker_client.py",
+             "worker_launch.py", "settings.py", "plugin.py")
+
+
+def engine_reaches(path: Path, package: str):
+    """The engine modules a file reaches past the package's public API (engine/__init__.py)."""
+    from rs_vqa_plugin import engine
+
+    for module in imported_modules(path, package):
+        if not module.startswith("rs_vqa_plugin.engine."):
+            continue
+        name = module[len("rs_vqa_plugin.engine."):]
+        if name not in engine.__all__:
+            yield module
+
+
+def test_the_qgis_side_uses_only_the_engine_packages_public_api():
+    offenders = []
+    for entry in QGIS_SIDE:
+        target = PACKAGE / entry
+        paths = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        package = f"rs_vqa_plugin.{entry}" if target.is_dir() else "rs_vqa_plugin"
+        for path in paths:
+            offenders += [f"{path.relative_to(REPO)}: {m}" for m in engine_reaches(path, package)]
+    assert not offenders, offenders
+
+
+def test_the_api_scan_sees_a_submodule_import(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from ..engine import InputError\n"
+                     "def f():\n    from ..engine.pipeline import AskOptions\n")
+    assert list(engine_reaches(probe, "rs_vqa_plugin.processing")) == [
+        "rs_vqa_plugin.engine.pipeline", "rs_vqa_plugin.engine.pipeline.AskOptions"]
+
+
+def test_the_engine_api_names_resolve_and_the_package_import_costs_nothing():
+    script = ("import sys\n"
+              "import rs_vqa_plugin.engine as engine\n"
+              "loaded = sorted(n for n in sys.modules if n.startswith('rs_vqa_plugin.engine.'))\n"
+              "print(loaded, [n for n in ('numpy', 'osgeo') if n in sys.modules])\n"
+              "missing = [n for n in engine.__all__ if getattr(engine, n, None) is None]\n"
+              "print(missing)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = result.stdout.strip().splitlines()[-2:]
+    assert first == "[] []" and second == "[]"

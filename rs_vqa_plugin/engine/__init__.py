@@ -41,6 +41,8 @@ _API = {
     # overviews
     "build_overviews": ("overviews", "build_overviews"),
     "default_overview_cache_dir": ("overviews", "default_cache_dir"),
+    # the worker's environment
+    "OFFLINE_ENVIRONMENT": ("offline", "OFFLINE_ENVIRONMENT"),
     # files
     "raster_files": ("output_paths", "raster_files"),
     "refuse_inputs": ("output_paths", "refuse_inputs"),

@@ -8,8 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
-from ..engine.csv_cells import spreadsheet_safe_row
-from ..engine.tile_cache import tiles_used
+from ..engine import spreadsheet_safe_row, tiles_used
 
 PROJECT_SCOPE = "rs_vqa"
 PROJECT_KEY = "conversations"

@@ -28,8 +28,7 @@ class BundleInfo:
 
 def selection_problem(text: str) -> Optional[str]:
     """A plain-language problem with a selection setting ('' = the model's), or None."""
-    from ..engine.errors import InputError
-    from ..engine.selection import Selection
+    from ..engine import InputError, Selection
 
     if not str(text or "").strip():
         return None

@@ -12,7 +12,7 @@ from qgis.PyQt.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButton
                                  QVBoxLayout)
 
 from .. import __version__
-from ..engine.overviews import default_cache_dir
+from ..engine import default_overview_cache_dir
 from ..settings import DEVICES, OVERVIEW_PLACES, PluginSettings, default_runtime_python
 from .models import check_bundle, selection_problem
 from .runtime_setup import (RuntimeJob, doctor_job, parse_doctor, redact_home, set_up_python,
@@ -86,7 +86,7 @@ class SettingsDialog(QDialog):
             "folder leaves the raster's folder untouched."))
         form.addRow(self.tr("Overviews"), self.overviews_combo)
         self.cache_edit = QLineEdit(settings.overview_cache_dir)
-        self.cache_edit.setPlaceholderText(str(default_cache_dir()))
+        self.cache_edit.setPlaceholderText(str(default_overview_cache_dir()))
         browse_cache = QPushButton(self.tr("Browse…"))
         browse_cache.clicked.connect(self._browse_cache)
         form.addRow(self.tr("Overview cache folder"), _row(self.cache_edit, browse_cache))

@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 from qgis.core import (QgsFeature, QgsFeatureSink, QgsGeometry, QgsPointXY, QgsProcessingException,
                        QgsVectorFileWriter, QgsWkbTypes)
 
-from ..engine.csv_cells import spreadsheet_safe
+from ..engine import spreadsheet_safe
 from .output_checks import destination_file
 
 # Drivers whose files take appended features in place, keeping the field types QGIS created.
@@ -120,7 +120,7 @@ class AnswerSink:
         open: reopening a GeoPackage per answer costs ~0.1 s), else open, append and close."""
         from osgeo import ogr
 
-        from ..engine.heatmap import ogr_polygon
+        from ..engine import ogr_polygon
 
         _path, _layer_name, driver = self._location
         if self._open_layer is None:

@@ -158,7 +158,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
 
     # -- checks before any heavy work ---------------------------------------------------------
     def _questions(self, parameters, context):
-        from ..engine.errors import InputError
+        from ..engine import InputError
         from .questions import parse_questions
 
         try:
@@ -186,7 +186,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def _destination_problem(self, parameters, context):
-        from ..engine.output_paths import raster_files
+        from ..engine import raster_files
         from .output_checks import destination_problem
         from .questions import looks_like_question_file
 
@@ -234,8 +234,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             if sink is not None and sink.written_at_end:
                 feedback.pushInfo(f"{name} ({sink.written_at_end}) is written when the run ends; "
                                   "a .gpkg, .csv or .shp output keeps every answer as it arrives.")
-        from ..engine.errors import Cancelled, RsVqaError
-        from ..engine.pipeline import AskOptions
+        from ..engine import AskOptions, Cancelled, RsVqaError
         from .engine_cache import shared_engine
 
         bridge = FeedbackBridge(feedback, total_units=len(questions))

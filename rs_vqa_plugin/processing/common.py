@@ -75,8 +75,7 @@ def selection_value(algorithm, parameters, context) -> Optional[str]:
     """The SELECTION parameter checked up front (a clear message, not a failure mid-batch)."""
     from qgis.core import QgsProcessingException
 
-    from ..engine.errors import InputError
-    from ..engine.selection import Selection
+    from ..engine import InputError, Selection
 
     text = (algorithm.parameterAsString(parameters, "SELECTION", context) or "").strip()
     if not text:
@@ -100,11 +99,11 @@ def device_parameter():
 
 
 def tile_cache_parameter():
-    from ..engine.tile_cache import DEFAULT_MB
+    from ..engine import DEFAULT_TILE_CACHE_MB
 
     return advanced(QgsProcessingParameterNumber(
         "TILE_CACHE_MB", "Tile encodings kept between questions and runs, in MB (0: off)",
-        type=QgsProcessingParameterNumber.Double, minValue=0.0, defaultValue=DEFAULT_MB))
+        type=QgsProcessingParameterNumber.Double, minValue=0.0, defaultValue=DEFAULT_TILE_CACHE_MB))
 
 
 def optional_number(algorithm, parameters, name, context, integer=False):
@@ -128,8 +127,8 @@ def check_model_folder(path_text: str) -> Optional[str]:
     if not (path / "manifest.json").is_file():
         return (f"{path} is not a model bundle: it has no manifest.json. Give the folder made by "
                 "`python -m rs_vqa_plugin convert` or `tiny-model`.")
-    from ..engine.bundle import load_bundle  # reads JSON, ONNX graphs without weights; no torch
-    from ..engine.errors import RsVqaError, RuntimeSetupError
+    from ..engine import load_bundle  # reads JSON, ONNX graphs without weights; no torch
+    from ..engine import RsVqaError, RuntimeSetupError
 
     try:
         load_bundle(path)

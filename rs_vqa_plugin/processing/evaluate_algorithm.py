@@ -32,8 +32,7 @@ def score_fields() -> QgsFields:
 def read_questions(path: Path, images: Path, limit=None):
     """LRS-VQA records, checked cheaply (keys, unique ids, images inside IMAGES and present)
     before any model loads."""
-    from ..engine.errors import InputError
-    from ..engine.evaluate import load_questions, question_image
+    from ..engine import InputError, load_questions, question_image
 
     records = load_questions(path, images)
     if limit:
@@ -49,8 +48,7 @@ def read_questions(path: Path, images: Path, limit=None):
 def check_destinations(questions: Path, images: Path, records, answers: Path, output) -> None:
     """InputError when ANSWERS or OUTPUT would write into an input or into each other, or ANSWERS
     is an existing file that holds no answers."""
-    from ..engine.errors import InputError
-    from ..engine.evaluate import check_answers_path
+    from ..engine import InputError, check_answers_path
     from .output_checks import destination_problem
 
     check_answers_path(answers, questions, images, records)
@@ -140,7 +138,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         return questions, images, limit
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API name)
-        from ..engine.errors import RsVqaError
+        from ..engine import RsVqaError
 
         questions, images, limit = self._inputs(parameters, context)
         if not images.is_dir():
@@ -158,8 +156,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
-        from ..engine.errors import RsVqaError
-        from ..engine.evaluate import read_answers
+        from ..engine import RsVqaError, read_answers
 
         questions_path, images, limit = self._inputs(parameters, context)
         answers_path = Path(self.parameterAsFileOutput(parameters, "ANSWERS", context))
@@ -196,9 +193,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
     def _answer_all(self, records, todo, images, answers_path, model_dir, device, options,
                     feedback, tile_cache_mb=None):
         require_ml_runtime()
-        from ..engine.errors import Cancelled, RsVqaError
-        from ..engine.evaluate import run_questions
-        from ..engine.pipeline import AskOptions
+        from ..engine import AskOptions, Cancelled, RsVqaError, run_questions
         from .engine_cache import shared_engine
 
         bridge = FeedbackBridge(feedback, total_units=todo)
@@ -228,7 +223,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         return answered
 
     def _score(self, records, done, sink, sink_id, answers_path, feedback):
-        from ..engine.scoring import format_scores, score_records
+        from ..engine import format_scores, score_records
 
         # Only this run's questions count (the file may hold more, e.g. from a run without LIMIT).
         answered = [done[str(r["question_id"])] for r in records if str(r["question_id"]) in done]

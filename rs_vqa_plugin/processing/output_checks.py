@@ -12,8 +12,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 from qgis.core import QgsDataSourceUri, QgsProviderRegistry
 
-from ..engine.errors import InputError
-from ..engine.output_paths import refuse_inputs, same_file
+from ..engine import InputError, refuse_inputs, same_file
 
 NOT_FILES = ("memory:", "TEMPORARY_OUTPUT", "postgres:", "postgis:", "spatialite:", "mssql:",
              "oracle:", "hana:")

@@ -60,8 +60,7 @@ class BuildPyramidAlgorithm(QgsProcessingAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
-        from ..engine.errors import Cancelled, RsVqaError
-        from ..engine.overviews import build_overviews
+        from ..engine import Cancelled, RsVqaError, build_overviews
 
         path = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context))
         cache_dir = self.parameterAsFile(parameters, "CACHE_DIR", context) or None

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
-from ..engine.errors import InputError
-from ..engine.textfile import read_utf8_text
+from ..engine import InputError, read_utf8_text
 
 QUESTION_FILE_SUFFIXES = (".csv", ".jsonl", ".txt")
 # Column / key names accepted for the question text, in order of preference (LRS-VQA uses "text").
