@@ -20,3 +20,16 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+# Test tiers (markers registered in pyproject.toml): qgis, subprocess, training. Modules and tests
+# mark themselves; a test that reaches headless QGIS through the shared fixtures is marked qgis
+# here as well, so that the quick tier (-m "not qgis and not subprocess and not training") never
+# starts QGIS by accident.
+QGIS_FIXTURES = {"qgis_app", "qgis_processing", "recording_iface"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if QGIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.qgis)

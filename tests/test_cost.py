@@ -76,6 +76,7 @@ def test_run_flops_sums_passes():
     assert flops["total"] == flops["rfm"] + flops["llm"]
 
 
+@pytest.mark.subprocess
 def test_cost_cli_json(repo_root):
     out = subprocess.run(
         [sys.executable, "-m", "rs_vqa_plugin", "cost", "--image-size", "4000", "4000",
@@ -88,6 +89,7 @@ def test_cost_cli_json(repo_root):
     assert data["llm_vision_tokens"] == 2376
 
 
+@pytest.mark.subprocess
 def test_cost_cli_bad_tiles_is_a_clear_error(repo_root):
     out = subprocess.run(
         [sys.executable, "-m", "rs_vqa_plugin", "cost", "--image-size", "4000", "4000",

@@ -111,6 +111,8 @@ def test_search_views_hide_the_object_among_other_tile_clusters():
     assert search_view(plan_pyramid(150, 150, 64, 4), (1, 1, 5, 5), np.random.default_rng(0), 32) is None
 
 
+@pytest.mark.training
+@pytest.mark.subprocess
 def test_train_default_runs_a_few_steps_end_to_end(tmp_path):
     from rs_vqa_plugin.engine.bundle import load_bundle
 

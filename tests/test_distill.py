@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.training
+
 pytest_plugins = ["tests.fixtures_models"]
 
 QUESTIONS = ["How many ships are in the harbour?", "What is the color of the large building?",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import os
 import sys
@@ -15,8 +14,7 @@ import pytest
 from tests.qgis_support import flush_deletes, qgis_app  # noqa: F401 (fixture)
 from tests.rasters import make_rgb_scene
 
-HAVE_ENGINE = importlib.util.find_spec("rs_vqa_plugin.engine.pipeline") is not None
-needs_engine = pytest.mark.skipif(not HAVE_ENGINE, reason="engine/pipeline.py not landed yet")
+pytestmark = [pytest.mark.qgis, pytest.mark.subprocess]
 
 # Registered once per session as a plugin, so both modules share one tiny bundle build.
 pytest_plugins = ["tests.fixtures_models"]
@@ -288,7 +286,6 @@ def test_settings_dialog_checks_the_runtime_and_copies_redacted_diagnostics(qgis
 
 
 # ---- with the real worker and a tiny bundle ------------------------------------------------
-@needs_engine
 def test_ask_streams_an_answer_and_adds_the_heat_layer(controller, project, raster_layer,
                                                        tiny_bundle, tmp_path):
     from qgis.core import QgsApplication, QgsGeometry
@@ -338,7 +335,6 @@ def test_ask_streams_an_answer_and_adds_the_heat_layer(controller, project, rast
     assert controller.current_turns()[-1].status == "answered"
 
 
-@needs_engine
 def test_stop_and_a_killed_worker_leave_nothing_half_added(controller, project, tiny_bundle):
     controller.settings.model_dir = str(tiny_bundle)
     controller.settings.max_new_tokens = 400
@@ -446,7 +442,6 @@ def act_on_progress(controller, wanted, action):
     return fired, slot
 
 
-@needs_engine
 def test_stop_while_the_model_loads_says_stopped_not_crashed(controller, tiny_bundle):
     controller.settings.model_dir = str(tiny_bundle)
     controller.client.shutdown()        # a fresh worker: this ask loads the model
@@ -472,7 +467,6 @@ def test_stop_while_the_model_loads_says_stopped_not_crashed(controller, tiny_bu
     assert controller.current_turns()[-1].status == "answered"
 
 
-@needs_engine
 def test_a_stopped_turn_keeps_no_partial_answer_and_exports_as_stopped(controller, tiny_bundle,
                                                                         tmp_path):
     controller.settings.model_dir = str(tiny_bundle)
@@ -546,7 +540,6 @@ def test_settings_ok_stays_open_on_a_folder_that_is_not_a_bundle(qgis_app, tmp_p
     assert not dialog.isVisible() and dialog.result() == QDialog.Accepted
 
 
-@needs_engine
 def test_the_time_under_an_answer_is_what_the_person_waited_with_its_parts(controller, project,
                                                                           tiny_bundle, tmp_path):
     from qgis.core import QgsRasterLayer

@@ -9,6 +9,8 @@ import pytest
 
 from tests.qgis_support import flush_deletes, qgis_app  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.qgis
+
 
 @pytest.fixture
 def dock_window(qgis_app):

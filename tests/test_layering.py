@@ -3,6 +3,8 @@ the chat dock's package, neither at import time nor later inside a function."""
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import os
 import subprocess
@@ -45,6 +47,8 @@ def test_the_scan_sees_relative_gui_imports(tmp_path):
     assert "rs_vqa_plugin.gui.settings" in set(imported_modules(probe, "rs_vqa_plugin.processing"))
 
 
+@pytest.mark.qgis
+@pytest.mark.subprocess
 def test_processing_at_work_loads_no_gui_module(tmp_path):
     # Every Processing module imported, the provider built and the runtime/model defaults looked
     # up (the lazy imports run), in a fresh interpreter: no rs_vqa_plugin.gui module is loaded.
@@ -107,6 +111,7 @@ def test_the_api_scan_sees_a_submodule_import(tmp_path):
         "rs_vqa_plugin.engine.pipeline", "rs_vqa_plugin.engine.pipeline.AskOptions"]
 
 
+@pytest.mark.subprocess
 def test_the_engine_api_names_resolve_and_the_package_import_costs_nothing():
     script = ("import sys\n"
               "import rs_vqa_plugin.engine as engine\n"

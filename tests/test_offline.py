@@ -22,6 +22,8 @@ import pytest
 from rs_vqa_plugin.engine.offline import OFFLINE_ENVIRONMENT
 from tests.rasters import make_rgb_scene
 
+pytestmark = pytest.mark.subprocess
+
 pytest_plugins = ["tests.fixtures_models"]
 REPO = Path(__file__).resolve().parent.parent
 # ONNX Runtime's first telemetry look-up comes ~9 s after import; the worker idles past that.

@@ -7,6 +7,8 @@ the QGIS desktop does, with a RecordingIface (tests/qgis_support.py) as `iface`.
 
 from __future__ import annotations
 
+import pytest
+
 import configparser
 import json
 import os
@@ -14,6 +16,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+pytestmark = [pytest.mark.qgis, pytest.mark.subprocess]
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = "rs_vqa_plugin"

@@ -10,6 +10,8 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 from tests.qgis_support import qgis_app, qgis_processing  # noqa: F401 (pytest fixtures)
 from tests.rasters import make_rgb_scene
 
+pytestmark = pytest.mark.qgis
+
 pytest_plugins = ["tests.fixtures_models"]  # tiny_bundle: a real (random-weight) model bundle
 QUESTIONS = ["How many ships are docked?", "What colour is the roof of the largest building?"]
 

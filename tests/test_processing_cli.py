@@ -20,7 +20,8 @@ from tests.rasters import make_rgb_scene
 
 pytest_plugins = ["tests.fixtures_models"]
 QGIS_PROCESS = shutil.which("qgis_process.bin")
-pytestmark = pytest.mark.skipif(QGIS_PROCESS is None, reason="qgis_process.bin is not installed")
+pytestmark = [pytest.mark.skipif(QGIS_PROCESS is None, reason="qgis_process.bin is not installed"),
+              pytest.mark.qgis, pytest.mark.subprocess]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from tests.rasters import make_rgb_scene
 from tests.test_processing import (QUESTIONS, CancelAfterAnswers, rejected, rs_vqa_provider,  # noqa: F401
                                    run, vector_layer)
 
+pytestmark = pytest.mark.qgis
+
 pytest_plugins = ["tests.fixtures_models"]
 
 

@@ -56,6 +56,7 @@ def scene(tmp_path_factory):
     return make_rgb_scene(tmp_path_factory.mktemp("qtext") / "scene.tif", size=(300, 200), seed=1)
 
 
+@pytest.mark.subprocess
 def test_cli_question_with_non_utf8_bytes_is_a_message(tiny_bundle, scene):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable.encode(), b"-m", b"rs_vqa_plugin", b"ask",

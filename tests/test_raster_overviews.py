@@ -137,6 +137,7 @@ def test_cancel_leaves_no_partial_file(tmp_path, use_cache):
     assert inspect_overviews(path, cache).location == "none"
 
 
+@pytest.mark.subprocess
 def test_read_only_folder_falls_back_to_the_cache():
     """A folder the user cannot write: as root (CI containers) run the build as `nobody`."""
     base = Path(tempfile.mkdtemp(prefix="rs-vqa-ro-"))
@@ -327,6 +328,7 @@ def _hold_temp_build(folder, stem):
     return proc, lock
 
 
+@pytest.mark.subprocess
 def test_a_killed_build_leaves_nothing_after_the_next_run(tmp_path):
     import signal
 

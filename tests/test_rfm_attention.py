@@ -132,6 +132,7 @@ def _memory_growth_mb(graph: Path, length: int, tmp_path: Path) -> float:
     return point["peak_rss_mb"] - point["rss_loaded_mb"]
 
 
+@pytest.mark.subprocess
 def test_gqa_graph_memory_has_no_square_term(graphs, tmp_path):
     """One float32 L x L matrix is 4 L^2 bytes. The eager graph's growth exceeds that (the
     measurement sees such matrices); the GQA graph stays below half of it at 8k tokens."""

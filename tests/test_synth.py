@@ -48,6 +48,7 @@ def test_same_seed_same_bytes_different_seed_different_bytes(scene_1024, tmp_pat
     assert other.read_bytes() != scene_1024.read_bytes()
 
 
+@pytest.mark.subprocess
 def test_worker_processes_write_the_same_bytes(scene_1024, tmp_path):
     path = tmp_path / "s.tif"
     make_scene(path, seed=4, width=1024, height=768, workers=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import queue
@@ -16,13 +15,12 @@ import pytest
 
 from tests.rasters import make_rgb_scene
 
+pytestmark = pytest.mark.subprocess
+
 REPO = Path(__file__).resolve().parent.parent
-HAVE_ENGINE = importlib.util.find_spec("rs_vqa_plugin.engine.pipeline") is not None
 
 # Registered once per session as a plugin, so both modules share one tiny bundle build.
 pytest_plugins = ["tests.fixtures_models"]
-
-needs_engine = pytest.mark.skipif(not HAVE_ENGINE, reason="engine/pipeline.py not landed yet")
 
 
 class WorkerPipe:
@@ -104,7 +102,6 @@ def test_protocol_errors_are_events_and_the_worker_survives(worker, tmp_path):
     assert worker.proc.wait(10) == 0
 
 
-@needs_engine
 def test_broken_bundle_gives_a_bundle_error(worker, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -115,7 +112,6 @@ def test_broken_bundle_gives_a_bundle_error(worker, tmp_path):
     assert "manifest.json" in event["message"]
 
 
-@needs_engine
 def test_a_load_chooses_the_llm_dtype_and_refuses_an_unknown_one(worker, tiny_bundle, tmp_path):
     raster = make_rgb_scene(tmp_path / "scene.tif", size=(500, 400), seed=3)
     worker.send(id="d0", cmd="load", model=str(tiny_bundle), device="cpu", dtype="fp8")
@@ -130,7 +126,6 @@ def test_a_load_chooses_the_llm_dtype_and_refuses_an_unknown_one(worker, tiny_bu
     assert final["answer"]["trace"]["llm_dtype"] == "bfloat16"
 
 
-@needs_engine
 def test_load_then_ask_streams_tokens_then_answers_and_cancels(worker, tiny_bundle, tmp_path):
     raster = make_rgb_scene(tmp_path / "scene.tif", size=(700, 500), seed=3)
     worker.send(id="l1", cmd="load", model=str(tiny_bundle), device="cpu")
@@ -171,7 +166,6 @@ def test_load_then_ask_streams_tokens_then_answers_and_cancels(worker, tiny_bund
     assert worker.final("q3", 120)["event"] == "answer"
 
 
-@needs_engine
 def test_an_ask_that_loads_its_model_streams_each_event_once(worker, tiny_bundle, tmp_path):
     # As the chat dock asks: the first ask names its model, so the worker loads it on the way.
     raster = make_rgb_scene(tmp_path / "scene.tif", size=(400, 300), seed=4)

@@ -12,6 +12,8 @@ from rs_vqa_plugin.engine.pipeline import AskOptions, Engine
 from rs_vqa_plugin.processing.worker_engine import WorkerEngine
 from tests.rasters import make_rgb_scene
 
+pytestmark = pytest.mark.subprocess
+
 pytest_plugins = ["tests.fixtures_models"]
 QUESTION = "How many ships are in the harbour?"
 

@@ -14,6 +14,8 @@ from rs_vqa_plugin.engine.worker import MAX_REQUEST_BYTES
 from tests.rasters import make_rgb_scene
 from tests.test_worker import WorkerPipe
 
+pytestmark = pytest.mark.subprocess
+
 pytest_plugins = ["tests.fixtures_models"]
 ENDS = ("answer", "error", "cancelled")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.qgis, pytest.mark.subprocess]
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"   # Debian's: QGIS and GDAL, no torch/onnx (a wrong runtime)
 
