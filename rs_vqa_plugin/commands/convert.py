@@ -1,10 +1,12 @@
-"""`convert SRC OUT_DIR`: make a bundle from a transformers LLaVA folder or a released LRS-VQA one."""
+"""`convert SRC OUT_DIR`: make a bundle from a transformers LLaVA or Qwen2.5-VL folder or a released
+LRS-VQA one."""
 
 from __future__ import annotations
 
-HELP = "convert a LLaVA-family model (hf-llava) or a released LRS-VQA checkpoint into a bundle"
+HELP = ("convert a LLaVA-family model (hf-llava), a Qwen2.5-VL model (hf-qwen2.5-vl) or a "
+        "released LRS-VQA checkpoint into a bundle")
 
-SOURCES = ("hf-llava", "lrs-vqa")
+SOURCES = ("hf-llava", "hf-qwen2.5-vl", "lrs-vqa")
 
 
 def add_arguments(parser):
@@ -12,6 +14,9 @@ def add_arguments(parser):
     parser.add_argument("out_dir", help="bundle folder to create")
     parser.add_argument("--from", dest="source", choices=SOURCES, default="hf-llava",
                         help="source layout (hf-llava)")
+    parser.add_argument("--tile-size", type=int, default=None,
+                        help="hf-qwen2.5-vl only: pyramid tile size in px, a multiple of 28 "
+                             "(default 336: 12 x 12 = 144 tokens a tile)")
     parser.add_argument("--rfm-layers", default=None,
                         help="LLM layers for the RFM, e.g. 1,5,11,14 (default: the paper's list "
                              "scaled to the LLM depth; lrs-vqa: the checkpoint's own)")
@@ -51,9 +56,18 @@ def run(args) -> int:
     if args.vision_tower and args.source != "lrs-vqa":
         raise InputError("--vision-tower applies to --from lrs-vqa only (a LLaVA folder carries "
                          "its own tower).")
+    if args.tile_size is not None and args.source != "hf-qwen2.5-vl":
+        raise InputError("--tile-size applies to --from hf-qwen2.5-vl only (the other sources "
+                         "have the tile size of their vision tower).")
     quiet_model_libraries()
     events = _print_progress
-    if args.source == "hf-llava":
+    if args.source == "hf-qwen2.5-vl":
+        from ..modeling.convert_qwen25 import DEFAULT_TILE, convert_hf_qwen25
+
+        path = convert_hf_qwen25(args.src, args.out_dir, rfm_layers=layers,
+                                 tile_size=args.tile_size or DEFAULT_TILE, fp16=args.fp16,
+                                 events=events, overwrite=args.overwrite)
+    elif args.source == "hf-llava":
         from ..modeling.convert_hf import convert_hf_llava
 
         path = convert_hf_llava(args.src, args.out_dir, rfm_layers=layers, fp16=args.fp16,

@@ -2,8 +2,12 @@
 
 Layout: manifest.json, vision.onnx, rfm.onnx (+ rfm.safetensors, the trainable RFM weights),
 llm/ (transformers causal-LM folder + tokenizer, safetensors only), embeddings.npz
-(image_newline [D], image_separator [D]). ONNX weights above a size limit sit in `<file>.data`.
-"""
+(image_newline [D], image_separator [D] or [S, D]). ONNX weights above a size limit sit in
+`<file>.data`.
+
+Families with multimodal rotary positions (positions "mrope", Qwen2.5-VL) keep in llm/ the whole
+transformers image-text model (its vision weights are not used at run time) and take explicit
+positions: rfm.onnx has a `position_ids` [3, L] input (engine/mrope.py)."""
 
 from __future__ import annotations
 
@@ -43,8 +47,9 @@ class Manifest:
     image_mean: List[float]
     image_std: List[float]
     thumbnail_size: int
-    newline: str = "per_row"          # one image_newline embedding after each token row
+    newline: str = "per_row"          # one image_newline embedding after each token row; "none"
     separator: str = "learned"        # image_separator between thumbnail and HR tokens
+    positions: str = "1d"             # "1d": 0..L-1; "mrope": (t, h, w) per token (mrope.py)
     alpha: float = 0.25
     n_max: int = 80
     rfm: Dict[str, Any] = field(default_factory=dict)
@@ -109,7 +114,10 @@ class Manifest:
 POSITIVE_INTS = ("tile_size", "patch_size", "patch_grid", "pooled_grid", "hidden_size",
                  "thumbnail_size", "n_max")
 OBJECTS = ("rfm", "chat", "provenance", "vision", "llm", "embeddings", "pyramid", "selection")
-CHAT_TEXTS = ("template", "system_prompt", "image_placeholder", "user_turn", "question_text")
+CHAT_TEXTS = ("template", "system_prompt", "image_placeholder", "user_turn", "question_text",
+              "image_start", "image_end")
+NEWLINES = ("per_row", "none")
+POSITIONS = ("1d", "mrope")
 
 
 def _is_int(value) -> bool:
@@ -141,12 +149,15 @@ def check_manifest_values(data: dict, source: str = MANIFEST) -> None:
             raise bad(key, "a list of three numbers (R, G, B)")
     if not all(v > 0 for v in data["image_std"]):
         raise bad("image_std", "three numbers above 0 (pixels are divided by them)")
-    for key in ("family", "newline", "separator", "licence", "name"):
+    for key in ("family", "newline", "separator", "positions", "licence", "name"):
         if key in data and not isinstance(data[key], str):
             raise bad(key, "a string")
     for key in OBJECTS:
         if key in data and not isinstance(data[key], dict):
             raise bad(key, "a JSON object")
+    for key, allowed in (("newline", NEWLINES), ("positions", POSITIONS)):
+        if key in data and data[key] not in allowed:
+            raise bad(key, f"one of {', '.join(allowed)}")
     layers = (data.get("rfm") or {}).get("layers")
     if layers is not None and not (isinstance(layers, list) and all(
             _is_int(v) and v >= 0 for v in layers)):
@@ -171,9 +182,14 @@ class Bundle:
     rfm_path: Path
     llm_dir: Path
     newline: np.ndarray           # [D] float32
-    separator: np.ndarray         # [D] float32
+    separator: np.ndarray         # [D] or [S, D] float32
     rfm_weights_path: Optional[Path] = None   # rfm.safetensors when present (re-training)
     llm_config: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def newline_embedding(self) -> Optional[np.ndarray]:
+        """The newline after each token row, or None where the family has none."""
+        return None if self.manifest.newline == "none" else self.newline
 
 
 def read_manifest(root) -> Manifest:
@@ -210,7 +226,7 @@ def load_bundle(path) -> Bundle:
             raise BundleError(f"{root / name} is missing: the bundle is incomplete; re-create it.")
     llm_config = _check_llm_dir(root / LLM_DIR, D)
     _check_vision(root / VISION_ONNX, manifest)
-    _check_rfm(root / RFM_ONNX, D)
+    _check_rfm(root / RFM_ONNX, D, manifest.positions)
     _check_rfm_layers(root / MANIFEST, manifest, llm_config)
     _check_geometry(root / MANIFEST, manifest)
     newline, separator = _read_embeddings(root / EMBEDDINGS, D)
@@ -364,7 +380,7 @@ def _check_float_io(model, path: Path) -> None:
     """Our inputs and outputs are float32 tensors, except the RFM's mask and query index."""
     import onnx
 
-    integer_ok = {"hr_mask", "query_index"}
+    integer_ok = {"hr_mask", "query_index", "position_ids"}
     for value in list(model.graph.input) + list(model.graph.output):
         kind = value.type.tensor_type.elem_type
         if value.name not in integer_ok and kind != onnx.TensorProto.FLOAT:
@@ -373,10 +389,14 @@ def _check_float_io(model, path: Path) -> None:
                               f"an rs-vqa {path.name}; re-create the bundle.")
 
 
-def _check_rfm(path: Path, hidden: int) -> None:
+def _check_rfm(path: Path, hidden: int, positions: str = "1d") -> None:
     model = _onnx_model(path)
     _check_float_io(model, path)
-    inputs = _io(model, path, "input", ["inputs_embeds", "hr_mask", "query_index"])
+    names = ["inputs_embeds", "hr_mask", "query_index"]
+    inputs = _io(model, path, "input", names + (["position_ids"] if positions == "mrope" else []))
+    if positions != "mrope" and "position_ids" in inputs:
+        raise BundleError(f"{path} takes M-RoPE position_ids but manifest.json says positions "
+                          f"{positions!r}: the RFM belongs to another model; re-create the bundle.")
     _io(model, path, "output", ["scores"])
     dims = inputs["inputs_embeds"]
     if len(dims) != 3 or dims[2] != hidden:
@@ -429,7 +449,8 @@ def _read_embeddings(path: Path, hidden: int):
             raise BundleError(f"{path} '{key}' holds {arrays[key].dtype} values, not floating "
                               "point embeddings; re-create the bundle.")
         arrays[key] = arrays[key].astype(np.float32)
-        if arrays[key].shape != (hidden,):
+        several = key == "image_separator" and arrays[key].ndim == 2 and arrays[key].shape[0] >= 1
+        if arrays[key].shape != (hidden,) and not (several and arrays[key].shape[1] == hidden):
             raise BundleError(f"{path} '{key}' has shape {arrays[key].shape} but llm/ expects "
                               f"hidden size {hidden}.")
         out.append(arrays[key])

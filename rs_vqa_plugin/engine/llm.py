@@ -20,6 +20,10 @@ from .offline import keep_offline
 from .prompt import DEFAULT_TEMPLATES, IMAGE_PLACEHOLDER, USER_TURN, prompt_ids
 
 DTYPES = ("float32", "float16", "bfloat16")
+# Families whose llm/ is a transformers image-text model (decoder + lm_head inside, run from
+# inputs_embeds with explicit M-RoPE positions; its own vision tower is dropped after loading,
+# vision.onnx does that work).
+IMAGE_TEXT_TYPES = ("qwen2_5_vl",)
 
 
 def _torch():
@@ -125,7 +129,7 @@ class LanguageModel:
     def __init__(self, bundle, device: str = "auto", dtype: Optional[str] = None):
         keep_offline()   # before transformers (and huggingface_hub) are imported
         torch = _torch()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()   # stderr noise in the worker and the CLI
@@ -140,9 +144,13 @@ class LanguageModel:
         self.tokenizer = _load_part("tokenizer (tokenizer.json, tokenizer_config.json)", llm_dir,
                                     lambda: AutoTokenizer.from_pretrained(
                                         llm_dir, local_files_only=True, trust_remote_code=False))
-        self.model = _load_part("weights", llm_dir, lambda: AutoModelForCausalLM.from_pretrained(
+        image_text = bundle.llm_config.get("model_type") in IMAGE_TEXT_TYPES
+        auto = AutoModelForImageTextToText if image_text else AutoModelForCausalLM
+        self.model = _load_part("weights", llm_dir, lambda: auto.from_pretrained(
             llm_dir, use_safetensors=True, trust_remote_code=False, local_files_only=True,
             dtype=self.dtype))
+        if image_text and getattr(self.model.model, "visual", None) is not None:
+            self.model.model.visual = None     # its memory back: vision.onnx encodes the tiles
         self.model = self.model.to(self.device).eval()
         chat = bundle.manifest.chat or {}
         self.template: Optional[str] = chat.get("template") or None
@@ -150,7 +158,8 @@ class LanguageModel:
         self.placeholder: str = chat.get("image_placeholder") or IMAGE_PLACEHOLDER
         self.user_turn: str = chat.get("user_turn") or USER_TURN
         self.question_text: str = chat.get("question_text") or "normalised"
-        config = self.model.config
+        self.image_markers = (chat.get("image_start") or "", chat.get("image_end") or "")
+        config = self.model.config.get_text_config()
         self.max_context: int = context_tokens(bundle.manifest, bundle.llm_config)
         self.hidden_size: int = int(config.hidden_size)
         self.stop_ids = self._stop_ids(chat.get("stop_tokens") or [])
@@ -168,7 +177,8 @@ class LanguageModel:
         for token in stop_tokens:
             if token in vocab:
                 ids.add(int(vocab[token]))
-        for source in (self.tokenizer.eos_token_id, self.model.config.eos_token_id,
+        for source in (self.tokenizer.eos_token_id,
+                       getattr(self.model.config.get_text_config(), "eos_token_id", None),
                        getattr(self.model.generation_config, "eos_token_id", None)):
             if source is None:
                 continue
@@ -183,7 +193,8 @@ class LanguageModel:
                         ) -> Tuple[List[int], List[int]]:
         """(prefix ids, suffix ids) around the image; the last suffix id is the query token."""
         return prompt_ids(self.tokenizer, self.template, question, history, self.system_prompt,
-                          self.placeholder, self.user_turn, self.question_text)
+                          self.placeholder, self.user_turn, self.question_text,
+                          self.image_markers)
 
     def count_tokens(self, text: str) -> int:
         return len(self._ids(text))
@@ -197,10 +208,12 @@ class LanguageModel:
 
     # ------------------------------------------------------------------ decoding
     def generate(self, embeds: np.ndarray, max_new_tokens: int = 32,
-                 on_token: Optional[Callable[[str], None]] = None, cancel=None) -> str:
+                 on_token: Optional[Callable[[str], None]] = None, cancel=None,
+                 positions: Optional[np.ndarray] = None) -> str:
         """Greedy decoding from inputs_embeds [L, D] with a KV cache; stops at a stop token or
         max_new_tokens; on_token receives each new piece of text; cancel is checked per prefill
-        chunk and per token."""
+        chunk and per token. positions: int [3, L] M-RoPE positions of the prompt (mrope.py);
+        each new token then takes the next position after the largest; None: 0..L-1."""
         torch = self._torch
         embeds = np.asarray(embeds, dtype=np.float32)
         if embeds.ndim != 2 or embeds.shape[1] != self.hidden_size:
@@ -212,10 +225,11 @@ class LanguageModel:
         if int(max_new_tokens) <= 0:
             return ""
         inputs = torch.from_numpy(embeds)[None].to(self.device, self.dtype)
+        position_ids = self._position_ids(positions, embeds.shape[0])
         generated: List[int] = []
         emitted = ""
         with torch.no_grad():
-            logits, cache = self.prefill(inputs, cancel)
+            logits, cache = self.prefill(inputs, cancel, positions=position_ids)
             for step in range(int(max_new_tokens)):
                 token = int(logits[0, -1].argmax())
                 if token in self.stop_ids:
@@ -226,15 +240,33 @@ class LanguageModel:
                     break
                 if cancel is not None:
                     cancel.raise_if_cancelled()
+                step_positions = None
+                if position_ids is not None:
+                    step_positions = position_ids[:, :, -1:] + 1 + step
                 logits, cache = self._forward(
-                    self._embedding(torch.tensor([[token]], device=self.device)), cache)
+                    self._embedding(torch.tensor([[token]], device=self.device)), cache,
+                    step_positions)
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         # Flush what was held back (an unfinished character at the very end).
         if on_token is not None and text.startswith(emitted) and len(text) > len(emitted):
             on_token(text[len(emitted):])
         return text
 
-    def prefill(self, inputs, cancel=None, chunk: Optional[int] = None):
+    def _position_ids(self, positions, length: int):
+        """[3, 1, L] long tensor from int [3, L] (None stays None); decoding continues from the
+        largest position, which text tokens at the end of the prompt hold on all three axes."""
+        if positions is None:
+            return None
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.shape != (3, length):
+            raise InputError(f"M-RoPE positions must be [3, {length}], got {positions.shape}.")
+        if not (positions[:, -1] == positions.max()).all():
+            raise InputError("M-RoPE positions must end with a text token at the largest "
+                             "position (the last prompt token).")
+        torch = self._torch
+        return torch.from_numpy(positions)[:, None, :].to(self.device)
+
+    def prefill(self, inputs, cancel=None, chunk: Optional[int] = None, positions=None):
         """The first forward over the whole prompt [1, L, D] into the KV cache, in chunks of
         `chunk` tokens (default: prefill_chunk()), cancel checked between chunks and before every
         decoder layer's attention and MLP, so a cancel waits at most one such block. Returns
@@ -247,7 +279,8 @@ class LanguageModel:
             for start in range(0, length, chunk):
                 if cancel is not None:
                     cancel.raise_if_cancelled()
-                logits, cache = self._forward(inputs[:, start:start + chunk], cache)
+                part = None if positions is None else positions[:, :, start:start + chunk]
+                logits, cache = self._forward(inputs[:, start:start + chunk], cache, part)
         return logits, cache
 
     def prefill_chunk(self) -> int:
@@ -260,7 +293,7 @@ class LanguageModel:
         """Within the block, each decoder layer and each of its blocks (attention, MLP, norms)
         checks cancel before it runs (forward pre-hooks: Cancelled leaves the forward and the
         half-filled cache is dropped). Hooks cost nothing measurable next to the work."""
-        layers = getattr(getattr(self.model, "model", None), "layers", None)
+        layers = self.decoder_layers()
         if cancel is None or layers is None:
             yield
             return
@@ -276,9 +309,17 @@ class LanguageModel:
             for handle in handles:
                 handle.remove()
 
-    def _forward(self, inputs, cache):
+    def decoder_layers(self):
+        """The decoder layers (a causal LM's model.layers; an image-text model's
+        model.language_model.layers), or None."""
+        base = getattr(self.model, "model", None)
+        base = getattr(base, "language_model", base)
+        return getattr(base, "layers", None)
+
+    def _forward(self, inputs, cache, positions=None):
+        extra = {} if positions is None else {"position_ids": positions}
         out = self.model(inputs_embeds=inputs, use_cache=True, logits_to_keep=1,
-                         **{self._cache_arg: cache})
+                         **{self._cache_arg: cache}, **extra)
         cache = getattr(out, "cache", None)
         if cache is None:
             cache = getattr(out, "past_key_values", None)

@@ -225,7 +225,8 @@ class Engine:
             kept, kept_scores, passes, stop = self._look(run, reader, plan, options.mode, start_level,
                                                          alpha, n_max, prefix, thumb, suffix,
                                                          selection, options.oracle_box, limit_mb)
-            final = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline, kept, suffix)
+            final = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline_embedding,
+                             kept, suffix, m.positions)
             self._check_context(final.length + int(options.max_new_tokens),
                                 "The kept image tokens with the question and the answer")
             # Stripped as the answer is, so that the streamed tokens add up to its text.
@@ -233,7 +234,8 @@ class Engine:
 
             with run.stage("generate", 0.0, f"answering from {final.length} tokens"):
                 text = self.llm.generate(final.embeds, max_new_tokens=int(options.max_new_tokens),
-                                         on_token=on_token, cancel=cancel)
+                                         on_token=on_token, cancel=cancel,
+                                         positions=final.positions)
             run.emit(progress_event("generate", 1.0, "answered"))
             heat = self._heat_cells(plan, source.georef, passes, kept, kept_scores)
             trace = self._trace(run, started, plan, source, window, passes, final, stop,
@@ -251,20 +253,23 @@ class Engine:
 
         m, mode = self.manifest, options.mode
         g, new = m.pooled_grid, int(options.max_new_tokens)
-        base = text_tokens + m.thumbnail_tokens + 1        # + the separator before the HR tokens
+        # + the separator before the HR tokens; newline rows only where the family has them
+        base = text_tokens + m.thumbnail_tokens + self._separator_tokens()
+        per_row = 0 if m.newline == "none" else 1
         rfm_tokens = 0
         if mode == "thumbnail":
             llm_tokens = text_tokens + m.thumbnail_tokens + new
             way_out = "shorten the question or the conversation"
         elif mode == "dip":
             tiles = max(plan.level(1).tile_count(), n_max)
-            hr, rows = tiles * g * g, tiles * g
+            hr, rows = tiles * g * g, tiles * g * per_row
             rfm_tokens = base + hr + rows
             llm_tokens = base + keep_count(hr, alpha, m.keep_rounding) + rows + new
             way_out = f"lower N_max (now {n_max}) or ask about a smaller scope"
         else:
-            rows, cols = level_valid_token_shape(plan, level)
-            vision = m.thumbnail_tokens + rows * cols + rows
+            grid_rows, cols = level_valid_token_shape(plan, level)
+            rows = grid_rows * per_row
+            vision = m.thumbnail_tokens + grid_rows * cols + rows
             if mode == "full" and vision > int(options.full_token_limit):
                 raise InputError(
                     f"Mode 'full' would give the language model {vision} image tokens for this "
@@ -272,10 +277,10 @@ class Engine:
                     f"tiles of the finest level), above the limit of {options.full_token_limit}: "
                     "use mode 'dip', ask about a smaller scope, or raise full_token_limit.")
             if mode == "prune-only":
-                rfm_tokens = base + rows * cols + rows
-                llm_tokens = base + keep_count(rows * cols, alpha, m.keep_rounding) + rows + new
+                rfm_tokens = base + grid_rows * cols + rows
+                llm_tokens = base + keep_count(grid_rows * cols, alpha, m.keep_rounding) + rows + new
             else:
-                llm_tokens = base + rows * cols + rows + new
+                llm_tokens = base + grid_rows * cols + rows + new
                 self._check_context(llm_tokens, f"Mode '{mode}' on this image")
             coarser = f"choose a level below {level}, " if mode != "full" and level > 1 else ""
             way_out = f"{coarser}use mode 'dip' or ask about a smaller scope"
@@ -285,6 +290,9 @@ class Engine:
                          budget.rfm_pass_mb(self.budget_dims, rfm_tokens), limit_mb, way_out)
         budget.check(f"Mode '{mode}'{where} would prefill the language model", llm_tokens,
                      budget.llm_prefill_mb(self.budget_dims, llm_tokens), limit_mb, way_out)
+
+    def _separator_tokens(self) -> int:
+        return int(np.asarray(self.bundle.separator).reshape(-1, self.manifest.hidden_size).shape[0])
 
     def _start_level(self, plan, options: AskOptions) -> int:
         if options.mode == "dip":
@@ -314,19 +322,21 @@ class Engine:
         rounding = self.manifest.keep_rounding
         while True:
             if use_rfm and oracle_box is None:
-                self._pass_budget(plan, level, tiles, len(prefix) + len(thumb) + 1 + len(suffix),
-                                  n_max, limit_mb)
+                self._pass_budget(plan, level, tiles, len(prefix) + len(thumb) + len(suffix)
+                                  + self._separator_tokens(), n_max, limit_mb)
             tokens = self._encode_level(run, reader, plan, level, tiles)
             if not use_rfm:
                 passes.append(_Pass(level, tiles, tokens, None, 0))
                 return tokens, None, passes, "mode"
-            sequence = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline, tokens, suffix)
+            sequence = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline_embedding,
+                                tokens, suffix, self.manifest.positions)
             with run.stage("score", 0.0, f"level {level}: scoring {len(tokens)} tokens"):
                 if oracle_box is not None:
                     scores = _box_scores(plan, level, tokens, oracle_box)
                 else:
                     scores = np.asarray(self.rfm.score(sequence.embeds, sequence.hr_mask,
-                                                       sequence.query_index, cancel=run.cancel),
+                                                       sequence.query_index, cancel=run.cancel,
+                                                       positions=sequence.positions),
                                         dtype=np.float32)
                     scores = scores[sequence.hr_positions]
             passes.append(_Pass(level, tiles, tokens, scores, sequence.length))
@@ -346,7 +356,7 @@ class Engine:
                      limit_mb: Optional[float]) -> None:
         """One RFM pass, checked before its tiles are read (newline rows bounded by the tiles')."""
         g = self.manifest.pooled_grid
-        tokens = other_tokens + len(tiles) * (g * g + g)
+        tokens = other_tokens + len(tiles) * (g * g + (0 if self.manifest.newline == "none" else g))
         budget.check(f"The level {level} pass over {len(tiles)} tiles would run the region focus "
                      "module", tokens, budget.rfm_pass_mb(self.budget_dims, tokens), limit_mb,
                      f"lower N_max (now {n_max}) or ask about a smaller scope")

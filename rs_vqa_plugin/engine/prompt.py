@@ -184,14 +184,20 @@ def tokenize_pieces(tokenizer, pieces: Pieces) -> List[int]:
 def prompt_ids(tokenizer, template: Optional[str], question: str,
                history: Sequence[Tuple[str, str]] = (), system_prompt: Optional[str] = None,
                placeholder: str = IMAGE_PLACEHOLDER, user_turn: str = USER_TURN,
-               question_text: str = "normalised") -> Tuple[List[int], List[int]]:
+               question_text: str = "normalised",
+               image_markers: Tuple[str, str] = ("", "")) -> Tuple[List[int], List[int]]:
     """(prefix ids, suffix ids) around the image, the way the reference tokenises a LLaVA prompt:
-    each side of the image separately, BOS (where the tokenizer adds one) before the prefix only."""
+    each side of the image separately, BOS (where the tokenizer adds one) before the prefix only.
+    image_markers: the family's control tokens around an image (Qwen2.5-VL: <|vision_start|>,
+    <|vision_end|>), ending the prefix and starting the suffix."""
     verbatim = question_text == "verbatim"
     question = prepare_question(question, question_text)
     history = [(prepare_question(q, question_text), str(a)) for q, a in history]
     prefix, suffix = render_segments(tokenizer, template, question, history, system_prompt,
                                      placeholder, user_turn, verbatim)
+    start, end = image_markers
+    prefix = prefix + ([(start, False)] if start else [])
+    suffix = ([(end, False)] if end else []) + suffix
     prefix_ids, suffix_ids = tokenize_pieces(tokenizer, prefix), tokenize_pieces(tokenizer, suffix)
     bos = tokenizer.bos_token_id
     # Llama-style tokenizers add BOS themselves; we tokenise without special tokens, so add it.

@@ -15,10 +15,12 @@ class RegionFocus:
     def __init__(self, bundle, device: str = "auto", threads: int = 0):
         self.hidden_size = bundle.manifest.hidden_size
         self.session, self.provider = make_session(bundle.rfm_path, device, threads)
+        self.takes_positions = any(i.name == "position_ids" for i in self.session.get_inputs())
 
     def score(self, embeds: np.ndarray, hr_mask: np.ndarray, query_index: int,
-              cancel=None) -> np.ndarray:
-        """cancel (a CancelToken) interrupts the run from another thread: Cancelled."""
+              cancel=None, positions=None) -> np.ndarray:
+        """cancel (a CancelToken) interrupts the run from another thread: Cancelled. positions:
+        int [3, L] M-RoPE positions, required by an RFM of such a family (mrope.py)."""
         embeds = np.asarray(embeds, dtype=np.float32)
         hr_mask = np.asarray(hr_mask, dtype=bool)
         if embeds.ndim != 2 or embeds.shape[1] != self.hidden_size:
@@ -32,4 +34,9 @@ class RegionFocus:
             raise InputError(f"query_index {query_index} is outside the sequence of {length}.")
         feeds = {"inputs_embeds": np.ascontiguousarray(embeds[None]), "hr_mask": hr_mask,
                  "query_index": np.asarray(int(query_index), dtype=np.int64)}
+        if self.takes_positions:
+            if positions is None or np.shape(positions) != (3, length):
+                raise InputError(f"This RFM takes M-RoPE positions [3, {length}], got "
+                                 f"{None if positions is None else np.shape(positions)}.")
+            feeds["position_ids"] = np.ascontiguousarray(positions, dtype=np.int64)
         return run_session(self.session, ["scores"], feeds, cancel)[0].astype(np.float32, copy=False)

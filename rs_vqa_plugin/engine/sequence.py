@@ -9,6 +9,11 @@ tile row concatenated left to right; one newline follows every stitched row that
 one token. With every tile selected this is exactly the full stitched grid; after pruning it is
 "the kept tokens in raster order, a newline after each kept row". Tokens lying entirely in
 padding are dropped ("unpad") before any of this.
+
+Families without image-newline tokens (manifest newline "none", Qwen2.5-VL) get no newlines, and
+their separator may be several tokens (Qwen2.5-VL: <|vision_end|><|vision_start|>, closing the
+thumbnail and opening the pyramid tokens). Families with multimodal rotary positions (manifest
+positions "mrope") get explicit positions per token: see mrope.py.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ class LevelTokens:
     cols: np.ndarray          # int64 [N] column in the stitched grid
     tile_rows: np.ndarray     # int64 [N] tile the token comes from
     tile_cols: np.ndarray
+    # (rows, cols) of the level's stitched grid without padding; None: the extent of the tokens.
+    # M-RoPE positions use it, so that text after the image sits at the same position whichever
+    # tokens of the level were kept (the RFM pass and the LLM see the same positions).
+    grid_shape: Optional[Tuple[int, int]] = None
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -36,7 +45,15 @@ class LevelTokens:
     def subset(self, indices) -> "LevelTokens":
         idx = np.sort(np.asarray(indices, dtype=np.int64))
         return LevelTokens(self.level, self.features[idx], self.rows[idx], self.cols[idx],
-                           self.tile_rows[idx], self.tile_cols[idx])
+                           self.tile_rows[idx], self.tile_cols[idx], self.shape())
+
+    def shape(self) -> Tuple[int, int]:
+        """(rows, cols) of the level's grid: grid_shape, else the extent of these tokens."""
+        if self.grid_shape is not None:
+            return int(self.grid_shape[0]), int(self.grid_shape[1])
+        if not len(self):
+            return 0, 0
+        return int(self.rows.max()) + 1, int(self.cols.max()) + 1
 
     def row_count(self) -> int:
         """Distinct stitched rows: the number of newline tokens this set adds to a sequence."""
@@ -69,7 +86,8 @@ def level_tokens(plan, level_index: int, tiles: Seq[Tuple[int, int]], features: 
     keep = (rows < valid_shape[0]) & (cols < valid_shape[1])
     order = np.lexsort((cols[keep], rows[keep]))
     return LevelTokens(level_index, flat[keep][order], rows[keep][order], cols[keep][order],
-                       tr[keep][order].astype(np.int64), tc[keep][order].astype(np.int64))
+                       tr[keep][order].astype(np.int64), tc[keep][order].astype(np.int64),
+                       (int(valid_shape[0]), int(valid_shape[1])))
 
 
 @dataclass
@@ -84,6 +102,7 @@ class AssembledSequence:
     hr_tokens: int
     newline_tokens: int
     suffix_tokens: int
+    positions: Optional[np.ndarray] = None   # int64 [3, L] M-RoPE (t, h, w); None: 0..L-1
 
     @property
     def length(self) -> int:
@@ -96,8 +115,11 @@ class AssembledSequence:
 
 
 def assemble(prefix: np.ndarray, thumbnail: np.ndarray, separator: np.ndarray,
-             newline: np.ndarray, tokens: Optional[LevelTokens], suffix: np.ndarray) -> AssembledSequence:
-    """Concatenate the pieces; the separator and newlines appear only when HR tokens follow."""
+             newline: Optional[np.ndarray], tokens: Optional[LevelTokens], suffix: np.ndarray,
+             positions: str = "1d") -> AssembledSequence:
+    """Concatenate the pieces; the separator and newlines appear only when HR tokens follow.
+    newline None: no newline tokens. separator: [D] or [S, D]. positions "mrope": also the
+    sequence's M-RoPE positions (mrope.py; the thumbnail must be a square grid)."""
     d = thumbnail.shape[-1]
     thumb = np.asarray(thumbnail, dtype=np.float32).reshape(-1, d)
     prefix = np.asarray(prefix, dtype=np.float32).reshape(-1, d)
@@ -108,11 +130,14 @@ def assemble(prefix: np.ndarray, thumbnail: np.ndarray, separator: np.ndarray,
     n_hr = n_newline = n_sep = 0
     hr_local = np.zeros(0, dtype=np.int64)
     if tokens is not None and len(tokens):
-        n_sep = 1
-        pieces.append(np.asarray(separator, dtype=np.float32).reshape(1, d))
-        # A newline goes after the last token of each stitched row.
-        row_end = np.ones(len(tokens), dtype=bool)
-        row_end[:-1] = tokens.rows[1:] != tokens.rows[:-1]
+        sep = np.asarray(separator, dtype=np.float32).reshape(-1, d)
+        n_sep = sep.shape[0]
+        pieces.append(sep)
+        # A newline goes after the last token of each stitched row (none without newlines).
+        row_end = np.zeros(len(tokens), dtype=bool)
+        if newline is not None:
+            row_end[:] = True
+            row_end[:-1] = tokens.rows[1:] != tokens.rows[:-1]
         n_newline = int(row_end.sum())
         n_hr = len(tokens)
         # Position of token i within the HR block: i + newlines emitted before it.
@@ -121,7 +146,8 @@ def assemble(prefix: np.ndarray, thumbnail: np.ndarray, separator: np.ndarray,
         block = np.empty((n_hr + n_newline, d), dtype=np.float32)
         block[hr_local] = tokens.features
         newline_at = hr_local[row_end] + 1
-        block[newline_at] = np.asarray(newline, dtype=np.float32).reshape(d)
+        if n_newline:
+            block[newline_at] = np.asarray(newline, dtype=np.float32).reshape(d)
         pieces.append(block)
     pieces.append(suffix)
     embeds = np.concatenate(pieces, axis=0)
@@ -129,8 +155,16 @@ def assemble(prefix: np.ndarray, thumbnail: np.ndarray, separator: np.ndarray,
     hr_positions = hr_local + hr_start
     hr_mask = np.zeros(embeds.shape[0], dtype=bool)
     hr_mask[hr_positions] = True
+    position_ids = None
+    if positions == "mrope":
+        from .mrope import sequence_positions
+
+        position_ids = sequence_positions(prefix.shape[0], thumb.shape[0], n_sep, tokens,
+                                          suffix.shape[0])
+    elif positions != "1d":
+        raise ValueError(f"unknown position scheme {positions!r}: '1d' or 'mrope'")
     return AssembledSequence(embeds=embeds, hr_mask=hr_mask, hr_positions=hr_positions,
                              query_index=embeds.shape[0] - 1, prefix_tokens=prefix.shape[0],
                              thumbnail_tokens=thumb.shape[0], separator_tokens=n_sep,
                              hr_tokens=n_hr, newline_tokens=n_newline,
-                             suffix_tokens=suffix.shape[0])
+                             suffix_tokens=suffix.shape[0], positions=position_ids)

@@ -121,7 +121,8 @@ class SampleBuilder:
         features = self.vision.encode_tiles(pixels, valid)
         tokens = level_tokens(plan, level, tiles, features, level_valid_token_shape(plan, level))
         return assemble(self.llm.embed_ids(prefix_ids), thumb, self.bundle.separator,
-                        self.bundle.newline, tokens, self.llm.embed_ids(suffix_ids))
+                        self.bundle.newline_embedding, tokens, self.llm.embed_ids(suffix_ids),
+                        self.bundle.manifest.positions)
 
     def teacher_rows(self, embeds: np.ndarray, query_index: int) -> np.ndarray:
         """Attention probabilities [P, H, L] of the query token at self.layers (eager attention

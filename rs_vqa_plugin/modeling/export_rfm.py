@@ -23,9 +23,9 @@ class _ScoringGraph(torch.nn.Module):
         self.rfm = rfm
         self.fp16 = fp16
 
-    def forward(self, inputs_embeds, hr_mask, query_index):
+    def forward(self, inputs_embeds, hr_mask, query_index, position_ids=None):
         embeds = inputs_embeds.half() if self.fp16 else inputs_embeds
-        return self.rfm.scores(embeds, hr_mask, query_index).float()
+        return self.rfm.scores(embeds, hr_mask, query_index, position_ids).float()
 
 
 def _half_keeping_rope(rfm):
@@ -56,11 +56,19 @@ def export_rfm_onnx(rfm, path, fp16: bool = False, example_length: int = 48,
                torch.tensor(example_length - 1, dtype=torch.long))
     length = torch.export.Dim("L", min=2, max=1 << 20)
     dynamic = {"inputs_embeds": {1: length}, "hr_mask": {0: length}, "query_index": None}
+    names = list(INPUT_NAMES)
+    if rfm.config.mrope_section:
+        # M-RoPE families take (t, h, w) per token; distinct axes in the example so that the
+        # trace cannot fold them into one.
+        steps = torch.arange(example_length)
+        example = example + (torch.stack([steps, steps + steps % 5, steps + steps % 7]),)
+        dynamic["position_ids"] = {1: length}
+        names.append("position_ids")
     previous, module.graph_attention = module.graph_attention, attention
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(graph, example, dynamo=True, input_names=INPUT_NAMES,
+            program = torch.onnx.export(graph, example, dynamo=True, input_names=names,
                                         output_names=OUTPUT_NAMES, dynamic_shapes=dynamic,
                                         verbose=False)
             program.save(str(path), external_data=external_data_needed(graph))

@@ -19,7 +19,11 @@ Public API (stable; distillation and the released-checkpoint converter rely on i
 - .score_logits(embeds, query_index)          scoring layer's logits [H, L]
 - .scores(embeds, hr_mask, query_index)       what rfm.onnx computes: [L], softmax over HR, head mean
 - .save(path) / RegionFocusTorch.load(path)   rfm.safetensors with the config in its metadata
-- .export_onnx(path)                          rfm.onnx (inputs_embeds [1,L,D], hr_mask [L], query_index [])
+- .export_onnx(path)                          rfm.onnx (inputs_embeds [1,L,D], hr_mask [L], query_index [],
+                                              + position_ids [3, L] when config.mrope_section)
+- M-RoPE (config.mrope_section, Qwen2.5-VL): every method takes positions [3, L] (t, h, w per
+  token, engine/mrope.py); the rotary frequencies are split into the three sections, section i
+  rotated by axis i, as in the LLM. positions None: 0..L-1 on all axes (plain RoPE).
 - state_dict keys mirror transformers: layers.{i}.self_attn.q_proj.weight, ..., norm.weight, inv_freq
 """
 
@@ -37,7 +41,8 @@ from torch.nn import functional as F
 
 from .rfm_attention import causal_attention
 
-SUPPORTED_FAMILIES = ("qwen2", "llama", "mistral")
+# qwen2_5_vl_text: the decoder of Qwen2.5-VL (Qwen2 layers, multimodal rotary positions).
+SUPPORTED_FAMILIES = ("qwen2", "llama", "mistral", "qwen2_5_vl_text")
 PAPER_LAYERS = (1, 5, 11, 14)
 PAPER_DEPTH = 28
 
@@ -53,6 +58,17 @@ def default_layer_list(num_layers: int) -> List[int]:
               for l in PAPER_LAYERS]
     layers = sorted(set(scaled))   # depth >= 3 always leaves [1, ..., >= 2]: two entries or more
     return layers
+
+
+def _mrope_section(config) -> Optional[List[int]]:
+    """The M-RoPE sections of a Qwen2.5-VL text config (None for plain RoPE)."""
+    if getattr(config, "model_type", "") != "qwen2_5_vl_text":
+        return None
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    section = rope.get("mrope_section")
+    if not section:
+        raise ValueError("a Qwen2.5-VL text config without rope_parameters.mrope_section")
+    return [int(v) for v in section]
 
 
 def copied_layer_ids(layers: Sequence[int]) -> List[int]:
@@ -78,6 +94,7 @@ class RFMConfig:
     hidden_act: str = "silu"
     attention_scaling: float = 1.0       # RoPE cos/sin factor (1 for plain RoPE)
     family: str = "qwen2"
+    mrope_section: Optional[List[int]] = None   # M-RoPE (t, h, w) sections of head_dim / 2
     extra: Dict[str, object] = field(default_factory=dict)
 
     @property
@@ -180,7 +197,8 @@ class RegionFocusTorch(nn.Module):
     @classmethod
     def from_llm(cls, llm_model, layers: Optional[Sequence[int]] = None) -> "RegionFocusTorch":
         """Copy layers [l1-1, l1, ..., lR] (+ final norm, RoPE frequencies) from a transformers
-        Qwen2/Llama causal LM (or its base model). layers=None: default_layer_list(depth)."""
+        Qwen2/Llama causal LM (or its base model, or Qwen2.5-VL's language_model).
+        layers=None: default_layer_list(depth)."""
         base = getattr(llm_model, "model", llm_model)
         cfg = llm_model.config
         family = getattr(cfg, "model_type", "")
@@ -202,7 +220,7 @@ class RegionFocusTorch(nn.Module):
             o_bias=attn.o_proj.bias is not None, mlp_bias=first.mlp.gate_proj.bias is not None,
             hidden_act=cfg.hidden_act,
             attention_scaling=float(getattr(base.rotary_emb, "attention_scaling", 1.0)),
-            family=family)
+            family=family, mrope_section=_mrope_section(cfg))
         module = cls(config)
         state = {}
         for i, src in enumerate(copied):
@@ -215,7 +233,13 @@ class RegionFocusTorch(nn.Module):
 
     # ---------------------------------------------------------------- math
     def _rope_tables(self, positions: torch.Tensor, dtype: torch.dtype):
-        freqs = positions.float()[:, None] * self.inv_freq[None, :]
+        if positions.dim() == 2:        # M-RoPE [3, L]: section i of the frequencies from axis i
+            axes = positions.float()[:, :, None] * self.inv_freq[None, None, :]   # [3, L, d/2]
+            sections = self.config.mrope_section or [self.inv_freq.shape[0]]
+            freqs = torch.cat([chunk[i % 3] for i, chunk in
+                               enumerate(axes.split(list(sections), dim=-1))], dim=-1)
+        else:
+            freqs = positions.float()[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         scale = self.config.attention_scaling
         return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
@@ -254,14 +278,21 @@ class RegionFocusTorch(nn.Module):
         logits = logits.masked_fill(future[None], torch.finfo(logits.dtype).min)
         return logits.transpose(0, 1)                                            # [Q, H, L]
 
-    def _prepare(self, inputs_embeds: torch.Tensor):
+    def _prepare(self, inputs_embeds: torch.Tensor, positions=None):
         h = inputs_embeds
         if h.dim() == 3:
             if h.shape[0] != 1:
                 raise ValueError("RegionFocusTorch scores one sequence at a time (batch 1)")
             h = h[0]
         length = h.shape[0]
-        positions = torch.arange(length, device=h.device)
+        if positions is None:
+            positions = torch.arange(length, device=h.device)
+        else:
+            positions = torch.as_tensor(positions, device=h.device)
+            if self.config.mrope_section is None or tuple(positions.shape) != (3, length):
+                raise ValueError(f"positions [3, {length}] are for an M-RoPE RFM; this one is "
+                                 f"{'M-RoPE' if self.config.mrope_section else 'plain RoPE'} "
+                                 f"and got {tuple(positions.shape)}")
         cos, sin = self._rope_tables(positions, h.dtype)
         cos, sin = cos[None], sin[None]          # broadcast over heads: [1, L, d]
         return h, cos, sin
@@ -271,8 +302,8 @@ class RegionFocusTorch(nn.Module):
         return torch.as_tensor(query_index, dtype=torch.long, device=device).reshape(-1)
 
     def forward_attention_rows(self, inputs_embeds: torch.Tensor,
-                               query_index: Union[int, Sequence[int], torch.Tensor]
-                               ) -> Dict[int, torch.Tensor]:
+                               query_index: Union[int, Sequence[int], torch.Tensor],
+                               positions=None) -> Dict[int, torch.Tensor]:
         """Attention logits (scaled q·k, pre-softmax) of the query row(s) at every selected layer.
 
         inputs_embeds: [L, D] or [1, L, D]. query_index: an int -> each value is [H, L]; a list or
@@ -280,7 +311,7 @@ class RegionFocusTorch(nn.Module):
         {llm_layer_index: logits} for l1..lR in order (RFM layers 1..R); the scoring layer is
         config.layers[-1]. softmax over the whole row gives the layer's attention row; softmax over
         the HR slice gives the RFM score. Differentiable (use it for distillation)."""
-        h, cos, sin = self._prepare(inputs_embeds)
+        h, cos, sin = self._prepare(inputs_embeds, positions)
         single = not isinstance(query_index, (list, tuple)) and (
             not torch.is_tensor(query_index) or query_index.dim() == 0)
         query = self._query_tensor(query_index, h.device)
@@ -294,26 +325,26 @@ class RegionFocusTorch(nn.Module):
                 h = self._run_layer(layer, h, cos, sin)
         return rows
 
-    def score_logits(self, inputs_embeds: torch.Tensor, query_index) -> torch.Tensor:
+    def score_logits(self, inputs_embeds: torch.Tensor, query_index, positions=None) -> torch.Tensor:
         """Scoring layer's logits [H, L] for one query (layers 0..R-1 run fully, no extra rows)."""
-        h, cos, sin = self._prepare(inputs_embeds)
+        h, cos, sin = self._prepare(inputs_embeds, positions)
         for layer in self.layers[:-1]:
             h = self._run_layer(layer, h, cos, sin)
         query = self._query_tensor(query_index, h.device)[:1]
         return self._row_logits(self.layers[-1], h, query, cos[0], sin[0])[0]
 
     def scores(self, inputs_embeds: torch.Tensor, hr_mask: torch.Tensor,
-               query_index: torch.Tensor) -> torch.Tensor:
+               query_index: torch.Tensor, positions=None) -> torch.Tensor:
         """What rfm.onnx computes: per head softmax over hr_mask positions, mean over heads; [L],
         0 outside the HR span."""
-        logits = self.score_logits(inputs_embeds, query_index).float()             # [H, L]
+        logits = self.score_logits(inputs_embeds, query_index, positions).float()  # [H, L]
         hr = hr_mask.to(torch.bool)[None, :]
         logits = logits.masked_fill(~hr, float("-inf"))
         probs = torch.softmax(logits, dim=-1).mean(dim=0)
         return torch.where(hr_mask.to(torch.bool), probs, torch.zeros_like(probs))
 
-    def forward(self, inputs_embeds, hr_mask, query_index):
-        return self.scores(inputs_embeds, hr_mask, query_index)
+    def forward(self, inputs_embeds, hr_mask, query_index, positions=None):
+        return self.scores(inputs_embeds, hr_mask, query_index, positions)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path) -> Path:

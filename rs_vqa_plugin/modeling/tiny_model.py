@@ -47,32 +47,36 @@ class TinyModelConfig:
     vocab_size: int = 600
 
 
-def train_chatml_bpe(corpus, vocab_size: int):
+def train_chatml_bpe(corpus, vocab_size: int, special_tokens=None, template: str = CHATML_TEMPLATE):
     """Byte-level BPE trained offline on `corpus` (any text still encodes, decoding is lossless),
-    wrapped as a PreTrainedTokenizerFast with the ChatML template the converter keeps."""
+    wrapped as a PreTrainedTokenizerFast with the ChatML template the converter keeps.
+    special_tokens: the added tokens (default SPECIAL_TOKENS; ChatML's three must be among them)."""
+    special_tokens = list(special_tokens or SPECIAL_TOKENS)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", unk_token=None,
-                                   additional_special_tokens=["<|im_start|>", "<image>"])
-    fast.chat_template = CHATML_TEMPLATE
+                                   additional_special_tokens=[
+                                       t for t in special_tokens
+                                       if t not in ("<|im_end|>", "<|endoftext|>")])
+    fast.chat_template = template
     return fast
 
 
-def train_tokenizer(vocab_size: int):
+def train_tokenizer(vocab_size: int, special_tokens=None, template: str = CHATML_TEMPLATE):
     """The tiny model's tokenizer, trained on the built-in remote-sensing vocabulary."""
     words = _VOCABULARY.split()
     corpus = [" ".join(words[i:i + 12]) for i in range(0, len(words), 6)]
     corpus += [w.capitalize() + "?" for w in words] + ["\n".join(words[:20])]
-    return train_chatml_bpe(corpus * 3, vocab_size)
+    return train_chatml_bpe(corpus * 3, vocab_size, special_tokens, template)
 
 
 def build_tiny_llava(cfg: TinyModelConfig):

@@ -1,0 +1,265 @@
+"""Qwen2.5-VL through `convert --from hf-qwen2.5-vl` (issue 17), on tiny random folders built from
+configs: the vision tower in ONNX, M-RoPE positions, thumbnail-mode parity with transformers' own
+generate, the copied M-RoPE RFM against the LLM's attention row, refusals of bad folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from rs_vqa_plugin.engine.bundle import load_bundle
+from rs_vqa_plugin.engine.errors import BundleError, InputError
+from tests.qwen25_models import TinyQwenConfig, qwen_patches, write_tiny_qwen25
+from tests.rasters import make_rgb_scene
+
+TILE = 168          # 6 x 6 merged tokens a tile; windows of 4 x 4 units: uneven windows
+QUESTION = "How many planes are parked near the runway?"
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    from rs_vqa_plugin.modeling.quiet import quiet_model_libraries
+
+    quiet_model_libraries()
+    return write_tiny_qwen25(tmp_path_factory.mktemp("qwen25") / "src", TinyQwenConfig())
+
+
+@pytest.fixture(scope="module")
+def qwen_bundle(qwen_dir, tmp_path_factory):
+    from rs_vqa_plugin.modeling.convert_qwen25 import convert_hf_qwen25
+
+    return convert_hf_qwen25(qwen_dir, tmp_path_factory.mktemp("qwen25-bundle") / "b",
+                             tile_size=TILE)
+
+
+@pytest.fixture(scope="module")
+def hf_model(qwen_dir):
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        qwen_dir, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+@pytest.fixture(scope="module")
+def engine(qwen_bundle):
+    from rs_vqa_plugin.engine.pipeline import Engine
+
+    return Engine(qwen_bundle, device="cpu", tile_cache_mb=0)
+
+
+def test_manifest_describes_the_family(qwen_bundle):
+    bundle = load_bundle(qwen_bundle)
+    m = bundle.manifest
+    assert (m.family, m.positions, m.newline) == ("qwen2_5_vl", "mrope", "none")
+    assert (m.tile_size, m.patch_grid, m.pooled_grid, m.thumbnail_tokens) == (TILE, 6, 6, 36)
+    assert bundle.separator.shape == (2, 64)
+    assert (m.chat["image_start"], m.chat["image_end"]) == ("<|vision_start|>", "<|vision_end|>")
+    assert m.llm["mrope_section"] == [2, 3, 3]
+
+
+def test_vision_onnx_matches_the_tower_at_an_untraced_batch(qwen_bundle, hf_model):
+    import onnxruntime as ort
+    import torch
+
+    bundle = load_bundle(qwen_bundle)
+    pixels = np.random.default_rng(1).normal(size=(3, 3, TILE, TILE)).astype(np.float32)
+    session = ort.InferenceSession(str(bundle.vision_path), providers=["CPUExecutionProvider"])
+    tokens, pooled = session.run(["tokens", "pooled"], {"pixels": pixels})   # traced at 2
+    patches, grid = qwen_patches(pixels)
+    with torch.no_grad():
+        ref = hf_model.model.get_image_features(pixel_values=torch.from_numpy(patches),
+                                                image_grid_thw=torch.from_numpy(grid))
+    ref = torch.stack(list(ref.pooler_output)).numpy()
+    assert tokens.shape == (3, 36, 64)
+    assert np.abs(tokens - ref).max() <= 1e-4
+    assert np.array_equal(tokens, pooled)
+    assert np.abs(tokens[0] - tokens[1]).max() > 1e-3
+
+
+def test_thumbnail_positions_are_transformers_own(hf_model):
+    import torch
+
+    from rs_vqa_plugin.engine.mrope import sequence_positions
+
+    image_id = hf_model.config.image_token_id
+    ids = torch.tensor([[7, 8, 9] + [image_id] * 36 + [10, 11]])
+    types = (ids == image_id).int()
+    ref, _ = hf_model.model.get_rope_index(ids, types, torch.tensor([[1, 12, 12]]))
+    ours = sequence_positions(3, 36, 0, None, 2)
+    assert np.array_equal(ours, ref[:, 0].numpy())
+
+
+def test_kept_tokens_keep_their_positions(engine):
+    """A kept token has the same (t, h, w) in the RFM pass over the whole level and in the LLM's
+    pruned sequence, and so has the text after the image."""
+    from rs_vqa_plugin.engine.sequence import LevelTokens, assemble
+
+    rows, cols = np.divmod(np.arange(24), 6)
+    tokens = LevelTokens(2, np.random.default_rng(0).normal(size=(24, 64)).astype(np.float32),
+                         rows, cols, rows // 6, cols // 6, (4, 6))
+    pieces = dict(prefix=np.zeros((5, 64), np.float32), thumbnail=np.ones((36, 64), np.float32),
+                  separator=engine.bundle.separator, newline=None,
+                  suffix=np.zeros((4, 64), np.float32), positions="mrope")
+    whole = assemble(tokens=tokens, **pieces)
+    kept = [3, 9, 10, 23]
+    pruned = assemble(tokens=tokens.subset(kept), **pieces)
+    assert whole.newline_tokens == pruned.newline_tokens == 0
+    assert np.array_equal(whole.positions[:, whole.hr_positions[kept]],
+                          pruned.positions[:, pruned.hr_positions])
+    assert np.array_equal(whole.positions[:, -4:], pruned.positions[:, -4:])
+    start = 5 + 6 + 2       # prefix, thumbnail side, two separator tokens
+    assert pruned.positions[:, pruned.hr_positions[0]].tolist() == [start, start + 0, start + 3]
+    assert pruned.positions[:, -4].tolist() == [start + 6] * 3      # + max(4 rows, 6 cols)
+
+
+def _hf_inputs(hf_model, qwen_dir, pixels_hwc, question):
+    """transformers' own way in: the processor's patches, the chat template with an image part,
+    one <|image_pad|> per merged token."""
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    processor = Qwen2VLImageProcessorPil.from_pretrained(qwen_dir, do_resize=False)
+    image = processor(images=[pixels_hwc], return_tensors="pt", input_data_format="channels_last")
+    tokenizer = AutoTokenizer.from_pretrained(qwen_dir)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    count = int(image["image_grid_thw"].prod()) // 4
+    text = text.replace("<|image_pad|>", "<|image_pad|>" * count)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    return dict(input_ids=ids, attention_mask=torch.ones_like(ids),
+                pixel_values=image["pixel_values"].float(), image_grid_thw=image["image_grid_thw"],
+                mm_token_type_ids=(ids == hf_model.config.image_token_id).int()), tokenizer
+
+
+def test_thumbnail_mode_equals_transformers_generate(engine, hf_model, qwen_dir, tmp_path):
+    import torch
+
+    from rs_vqa_plugin.engine.pipeline import AskOptions
+    from rs_vqa_plugin.engine.pyramid import plan_pyramid
+    from rs_vqa_plugin.engine.raster import RasterSource
+    from rs_vqa_plugin.engine.reader import PyramidReader
+    from rs_vqa_plugin.engine.sequence import assemble
+
+    raster = make_rgb_scene(tmp_path / "one_tile.tif", size=TILE, seed=3)
+    m = engine.manifest
+    with RasterSource(raster) as source:
+        plan = plan_pyramid(source.width, source.height, tile_size=m.tile_size,
+                            token_grid=m.pooled_grid, **m.plan_options())
+        pixels, valid = PyramidReader(source, plan).read_thumbnail()
+    assert pixels.shape == (TILE, TILE, 3) and valid.all()
+
+    # rs-vqa: vision.onnx, the prompt pieces, M-RoPE positions, the LLM from inputs_embeds.
+    thumb = engine.vision.encode_thumbnail(pixels, valid).reshape(-1, m.hidden_size)
+    prefix_ids, suffix_ids = engine.llm.prompt_segments(QUESTION)
+    seq = assemble(engine.llm.embed_ids(prefix_ids), thumb, engine.bundle.separator, None, None,
+                   engine.llm.embed_ids(suffix_ids), "mrope")
+    with torch.no_grad():
+        inputs = torch.from_numpy(seq.embeds)[None]
+        ours, _ = engine.llm.prefill(inputs, positions=torch.from_numpy(seq.positions)[:, None])
+
+    inputs, tokenizer = _hf_inputs(hf_model, qwen_dir, pixels, QUESTION)
+    assert inputs["input_ids"][0].tolist() == prefix_ids + [
+        hf_model.config.image_token_id] * 36 + suffix_ids
+    with torch.no_grad():
+        ref = hf_model(**inputs).logits[0, -1]
+        generated = hf_model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert torch.abs(ours[0, -1].float() - ref).max().item() <= 1e-4
+    hf_text = tokenizer.decode(generated[0, inputs["input_ids"].shape[1]:],
+                               skip_special_tokens=True).strip()
+    answer = engine.ask(raster, QUESTION, AskOptions(mode="thumbnail", max_new_tokens=6))
+    assert answer.text == hf_text
+    assert answer.trace["thumbnail_tokens"] == 36 and answer.trace["kept_rows"] == 0
+
+
+def test_rfm_scores_equal_the_llm_attention_row(engine, hf_model):
+    import torch
+
+    from rs_vqa_plugin.engine.sequence import LevelTokens, assemble
+
+    rng = np.random.default_rng(4)
+    rows, cols = np.divmod(np.arange(48), 8)
+    tokens = LevelTokens(1, rng.normal(scale=0.5, size=(48, 64)).astype(np.float32), rows, cols,
+                         rows // 6, cols // 6, (6, 8))
+    seq = assemble(rng.normal(size=(7, 64)).astype(np.float32),
+                   rng.normal(size=(36, 64)).astype(np.float32), engine.bundle.separator, None,
+                   tokens, rng.normal(size=(9, 64)).astype(np.float32), "mrope")
+    scores = engine.rfm.score(seq.embeds, seq.hr_mask, seq.query_index, positions=seq.positions)
+    layer = engine.manifest.rfm["scoring_layer"]
+    with torch.no_grad():
+        out = hf_model.model.language_model(
+            inputs_embeds=torch.from_numpy(seq.embeds)[None],
+            position_ids=torch.from_numpy(seq.positions)[:, None], output_attentions=True)
+    row = out.attentions[layer][0, :, seq.query_index].numpy() * seq.hr_mask[None]
+    expected = (row / row.sum(axis=1, keepdims=True)).mean(axis=0)
+    assert np.abs(scores - expected).max() <= 1e-4
+    # The positions matter: 1D positions give other scores.
+    flat = np.broadcast_to(np.arange(seq.length), (3, seq.length))
+    other = engine.rfm.score(seq.embeds, seq.hr_mask, seq.query_index, positions=flat)
+    assert np.abs(other - expected).max() > 1e-4
+
+
+# ------------------------------------------------------------------ refusals
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_config(folder, edit):
+    path = folder / "config.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_refuses_another_family(tmp_path):
+    from rs_vqa_plugin.modeling.convert_qwen25 import convert_hf_qwen25
+
+    src = tmp_path / "llava"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    with pytest.raises(BundleError, match=r"config.json is model_type 'llava'.*--from hf-llava"):
+        convert_hf_qwen25(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_a_video_only_config(qwen_dir, tmp_path):
+    from rs_vqa_plugin.modeling.convert_qwen25 import convert_hf_qwen25
+
+    src = _copy(qwen_dir, tmp_path / "video")
+    _edit_config(src, lambda d: d.pop("image_token_id"))
+    with pytest.raises(BundleError, match=r"no integer 'image_token_id' \(a video-only"):
+        convert_hf_qwen25(src, tmp_path / "out")
+
+
+def test_refuses_missing_special_tokens(qwen_dir, tmp_path):
+    from tests.qwen25_models import QWEN_SPECIAL
+
+    from rs_vqa_plugin.modeling.convert_qwen25 import convert_hf_qwen25
+
+    src = tmp_path / "no-vision-start"
+    cfg = TinyQwenConfig(text_layers=3, special_tokens=[t for t in QWEN_SPECIAL
+                                                        if t != "<|vision_start|>"])
+    write_tiny_qwen25(src, cfg)
+    with pytest.raises(BundleError, match=r"tokenizer\.json\) has no special token "
+                                          r"<\|vision_start\|> \(vision_start_token_id"):
+        convert_hf_qwen25(src, tmp_path / "out")
+
+
+def test_refuses_a_checkpoint_too_large_for_the_machine(qwen_dir, tmp_path):
+    from rs_vqa_plugin.modeling.convert_qwen25 import convert_hf_qwen25
+
+    with pytest.raises(InputError, match=r"safetensors weights are .* MB and converting them "
+                                         r"needs about .* but 0\.5 MB is available"):
+        convert_hf_qwen25(qwen_dir, tmp_path / "out", memory_limit_mb=0.5)
+
+
+def test_refuses_a_tile_size_off_the_merge_grid(qwen_dir, tmp_path):
+    from rs_vqa_plugin.modeling.convert_qwen25 import convert_hf_qwen25
+
+    with pytest.raises(InputError, match="--tile-size 300 must be a positive multiple of 28"):
+        convert_hf_qwen25(qwen_dir, tmp_path / "out", tile_size=300)
