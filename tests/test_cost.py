@@ -97,3 +97,23 @@ def test_cost_cli_bad_tiles_is_a_clear_error(repo_root):
         cwd=repo_root, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "level 2 has 36" in out.stderr
+
+
+def test_qwen25_family_token_counts(capsys):
+    """Qwen2.5-VL at 336 px tiles: 144 merged tokens for the thumbnail and each tile, two
+    separator tokens in every RFM pass, 576 patches a tile before the merger."""
+    import json
+
+    from rs_vqa_plugin.commands import main
+
+    args = ["cost", "--image-size", "4000", "4000", "--hidden", "3584", "--ffn", "18944",
+            "--layers", "28", "--json", "--mode", "dip", "--selected-tiles", "9,36"]
+    assert main(args + ["--family", "qwen2.5-vl"]) == 0
+    est = json.loads(capsys.readouterr().out)
+    assert est["rfm_tokens"] == [144 + 2 + 9 * 144, 144 + 2 + 36 * 144]
+    assert est["llm_vision_tokens"] == 144 + keep_count(36 * 144, 0.25)
+    assert est["encoder_tokens"] == 576 * (1 + 9 + 36)
+    assert main(args) == 0                                   # LLaVA's geometry is unchanged
+    assert json.loads(capsys.readouterr().out)["rfm_tokens"] == [576 + 1 + 9 * 144, 576 + 1 + 36 * 144]
+    assert main(args + ["--family", "qwen2.5-vl", "--tile-size", "300"]) == 2
+    assert "multiple of 28" in capsys.readouterr().err

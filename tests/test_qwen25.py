@@ -263,3 +263,52 @@ def test_refuses_a_tile_size_off_the_merge_grid(qwen_dir, tmp_path):
 
     with pytest.raises(InputError, match="--tile-size 300 must be a positive multiple of 28"):
         convert_hf_qwen25(qwen_dir, tmp_path / "out", tile_size=300)
+
+
+# ------------------------------------------------------------------ a foreign folder, end to end
+@pytest.fixture(scope="module")
+def foreign_bundle(tmp_path_factory):
+    """A folder from a script that shares no code with the tests, converted by the CLI."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rs_vqa_plugin.commands import main
+
+    root = tmp_path_factory.mktemp("foreign")
+    script = Path(__file__).parent / "fixtures" / "make_foreign_qwen25.py"
+    env = dict(os.environ, PYTHONPATH="")          # nothing of rs-vqa importable
+    subprocess.run([sys.executable, str(script), str(root / "src")], check=True, env=env,
+                   cwd=root, capture_output=True)
+    out = root / "bundle"
+    assert main(["convert", str(root / "src"), str(out), "--from", "hf-qwen2.5-vl",
+                 "--tile-size", "112", "--rfm-layers", "2,4"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("mode", ["dip", "grid", "thumbnail"])
+def test_foreign_folder_answers_on_geotiffs(foreign_bundle, mode, tmp_path):
+    from rs_vqa_plugin.engine.pipeline import AskOptions, Engine
+
+    bundle = load_bundle(foreign_bundle)
+    m = bundle.manifest
+    assert (m.tile_size, m.thumbnail_tokens, m.tokens_per_tile) == (112, 16, 16)
+    assert m.rfm["copied_from"] == [1, 2, 4] and m.llm["dtype"] == "bfloat16"
+    assert m.image_mean == [0.5, 0.5, 0.5]
+    raster = make_rgb_scene(tmp_path / "scene.tif", size=(700, 460), seed=5)
+    engine = Engine(foreign_bundle, device="cpu", tile_cache_mb=0)
+    answer = engine.ask(raster, "how many ships are in the harbour?",
+                        AskOptions(mode=mode, level=2, max_new_tokens=3))
+    trace = answer.trace
+    assert isinstance(answer.text, str) and trace["kept_rows"] == 0
+    assert trace["thumbnail_tokens"] == 16
+    if mode == "thumbnail":
+        assert trace["llm_tokens"] == trace["text_tokens"] + 16
+    else:
+        # + the two separator tokens (<|vision_end|><|vision_start|>), no newlines
+        assert trace["llm_tokens"] == trace["text_tokens"] + 16 + 2 + trace["kept_tokens"]
+    if mode == "dip":
+        assert len(trace["rfm_tokens"]) >= 1 and answer.heat_cells
+    if mode == "grid":
+        assert trace["levels"] == [2] and trace["kept_tokens"] > 16

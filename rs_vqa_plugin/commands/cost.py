@@ -9,6 +9,8 @@ from ..engine.errors import InputError
 
 HELP = "FLOPs and token counts of a mode for an image size and LLM dimensions (METHOD §6), no model run"
 
+FAMILIES = ("llava", "qwen2.5-vl")
+
 
 def _tile_list(text: str):
     try:
@@ -34,9 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dip: tiles encoded at each pass, coarsest first, e.g. 9,36,50")
     parser.add_argument("--alpha", type=float, default=0.25, help="keep ratio of the last pass")
     parser.add_argument("--level", type=int, default=1, help="grid / prune-only: the fixed level")
+    parser.add_argument("--family", choices=FAMILIES, default="llava",
+                        help="token geometry: llava (thumbnail 24^2 patches, tiles pooled to 12^2, "
+                             "one separator) or qwen2.5-vl (thumbnail and tiles (B/28)^2 merged "
+                             "tokens, two separator tokens)")
     parser.add_argument("--tile-size", type=int, default=336)
-    parser.add_argument("--patch-grid", type=int, default=24, help="thumbnail tokens per side (576 = 24^2)")
-    parser.add_argument("--token-grid", type=int, default=12, help="pooled tokens per tile side (144 = 12^2)")
+    parser.add_argument("--patch-grid", type=int, default=None,
+                        help="thumbnail tokens per side (llava: 24, 576 = 24^2; qwen2.5-vl: B/28)")
+    parser.add_argument("--token-grid", type=int, default=None,
+                        help="pooled tokens per tile side (144 = 12^2; qwen2.5-vl: B/28)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -46,10 +54,17 @@ def run(args) -> int:
     if args.selected_tiles and args.mode != "dip":
         raise InputError("--selected-tiles only applies to --mode dip.")
     dims = ModelDims(hidden=args.hidden, ffn=args.ffn, layers=args.layers, rfm_layers=args.rfm_layers)
+    geometry = {"patch_grid": args.patch_grid or 24, "token_grid": args.token_grid or 12}
+    if args.family == "qwen2.5-vl":
+        if args.tile_size < 28 or args.tile_size % 28:
+            raise InputError(f"--tile-size {args.tile_size} must be a multiple of 28 for "
+                             "qwen2.5-vl (14 px patches merged 2x2).")
+        merged = args.tile_size // 28
+        geometry = {"patch_grid": args.patch_grid or merged, "token_grid": args.token_grid or merged,
+                    "separator_tokens": 2, "encoder_grid": args.tile_size // 14}
     estimate = paper_estimate(args.image_size[0], args.image_size[1], dims, mode=args.mode,
                               selected_tiles=args.selected_tiles, alpha=args.alpha,
-                              tile_size=args.tile_size, patch_grid=args.patch_grid,
-                              token_grid=args.token_grid, level=args.level)
+                              tile_size=args.tile_size, level=args.level, **geometry)
     if args.json:
         print(json.dumps(estimate))
         return 0

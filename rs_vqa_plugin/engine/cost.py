@@ -67,14 +67,17 @@ def run_flops(dims: ModelDims, llm_tokens: int, rfm_tokens: Iterable[int]) -> Di
 def paper_estimate(width: int, height: int, dims: ModelDims, mode: str = "dip",
                    selected_tiles: Optional[Sequence[int]] = None, alpha: float = 0.25,
                    tile_size: int = 336, patch_grid: int = 24, token_grid: int = 12,
-                   level: int = 1) -> dict:
+                   level: int = 1, separator_tokens: int = 1,
+                   encoder_grid: Optional[int] = None) -> dict:
     """The paper's accounting without running a model (its Table 4 convention).
 
     Vision tokens only: patch_grid^2 (576) for the thumbnail, token_grid^2 (144) per pyramid tile,
     newline tokens ignored. In `dip` and `prune-only` the RFM runs at every pass on the thumbnail,
     the separator and that pass's tiles; the LLM then gets the thumbnail plus alpha of the last
     pass's tile tokens. `selected_tiles` lists the tiles encoded at each pass, coarsest first
-    (default: level 1 only, i.e. pruning at level 1).
+    (default: level 1 only, i.e. pruning at level 1). separator_tokens: 1 (LLaVA) or 2
+    (Qwen2.5-VL's <|vision_end|><|vision_start|>); encoder_grid: the vision encoder's tokens per
+    side of one image (default patch_grid; Qwen2.5-VL: tile / 14, before its 2x2 merger).
     """
     from .pyramid import plan_pyramid
 
@@ -101,7 +104,7 @@ def paper_estimate(width: int, height: int, dims: ModelDims, mode: str = "dip",
     elif mode in ("full", "grid"):
         llm_vision, rfm_tokens = thumb + passes[0] * per_tile, []
     else:
-        rfm_tokens = [thumb + 1 + tiles * per_tile for tiles in passes]   # +1: the separator
+        rfm_tokens = [thumb + separator_tokens + tiles * per_tile for tiles in passes]
         llm_vision = thumb + keep_count(passes[-1] * per_tile, alpha)
     flops = run_flops(dims, llm_vision, rfm_tokens)
     return {
@@ -110,7 +113,7 @@ def paper_estimate(width: int, height: int, dims: ModelDims, mode: str = "dip",
         "levels": [lv.long_side for lv in plan.levels],
         "tiles_per_pass": passes,
         "tiles_encoded": sum(passes),
-        "encoder_tokens": thumb * (1 + sum(passes)),
+        "encoder_tokens": int(encoder_grid or patch_grid) ** 2 * (1 + sum(passes)),
         "rfm_tokens": rfm_tokens,
         "llm_vision_tokens": llm_vision,
         "flops": flops,
