@@ -312,3 +312,36 @@ def test_foreign_folder_answers_on_geotiffs(foreign_bundle, mode, tmp_path):
         assert len(trace["rfm_tokens"]) >= 1 and answer.heat_cells
     if mode == "grid":
         assert trace["levels"] == [2] and trace["kept_tokens"] > 16
+
+
+def test_distill_works_on_a_qwen25_bundle(qwen_bundle, tmp_path):
+    """distill builds M-RoPE samples (the teacher is the LLM's attention with the engine's
+    positions), trains the M-RoPE RFM and writes a bundle whose rfm.onnx still takes positions."""
+    import torch
+
+    from rs_vqa_plugin.modeling.distill import DistillOptions, distill
+    from rs_vqa_plugin.modeling.distill_data import Sample
+    from rs_vqa_plugin.modeling.rfm_torch import RegionFocusTorch
+
+    lines = []
+    for n, size in enumerate(((400, 260), (300, 330))):
+        make_rgb_scene(tmp_path / f"s{n}.tif", size=size, seed=n)
+        for k, text in enumerate(("How many ships are there?", "What color is the roof?")):
+            lines.append(json.dumps({"question_id": f"Q{n}{k}", "image": f"s{n}.tif",
+                                     "text": text}))
+    data = tmp_path / "questions.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "distilled"
+    distill(qwen_bundle, data, out, DistillOptions(steps=3, lr=1e-3, save_every=3,
+                                                    heldout_fraction=0.25, device="cpu"))
+    bundle = load_bundle(out)
+    assert bundle.manifest.rfm["made"] != "copied"
+    sample = Sample.load(sorted((out / "distill_state" / "samples" / "train").glob("*.npz"))[0])
+    assert sample.positions.shape == (3, sample.embeds.shape[0])
+    assert sample.positions[1].max() > sample.positions[0][sample.hr_mask].max()   # 2D image
+    copied = RegionFocusTorch.load(load_bundle(qwen_bundle).rfm_weights_path)
+    with torch.no_grad():
+        rows = copied.forward_attention_rows(torch.from_numpy(sample.embeds), sample.query_index,
+                                             torch.from_numpy(sample.positions))
+    first = torch.softmax(rows[copied.config.layers[0]], dim=-1).numpy()
+    np.testing.assert_allclose(first, sample.teacher[0], atol=1e-5)

@@ -140,7 +140,8 @@ def _student_rows(rfm, sample, layers, device):
     import torch
 
     embeds = torch.from_numpy(sample.embeds).to(device)
-    rows = rfm.forward_attention_rows(embeds, int(sample.query_index))
+    positions = None if sample.positions is None else torch.from_numpy(sample.positions).to(device)
+    rows = rfm.forward_attention_rows(embeds, int(sample.query_index), positions)
     return torch.stack([rows[l] for l in layers])
 
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -31,17 +31,21 @@ class Sample:
     hr_mask: np.ndarray       # bool [L]
     query_index: int
     teacher: np.ndarray       # float32 [P, H, L] attention probabilities at the distilled layers
+    positions: Optional[np.ndarray] = None   # int64 [3, L] M-RoPE positions (mrope bundles)
 
     def save(self, path) -> None:
+        extra = {} if self.positions is None else {"positions": self.positions}
         np.savez(path, embeds=self.embeds, hr_mask=self.hr_mask, teacher=self.teacher,
-                 query_index=np.int64(self.query_index), question_id=np.str_(self.question_id))
+                 query_index=np.int64(self.query_index), question_id=np.str_(self.question_id),
+                 **extra)
 
     @classmethod
     def load(cls, path) -> "Sample":
         with np.load(path, allow_pickle=False) as data:
             return cls(question_id=str(data["question_id"]), embeds=data["embeds"],
                        hr_mask=data["hr_mask"], query_index=int(data["query_index"]),
-                       teacher=data["teacher"])
+                       teacher=data["teacher"],
+                       positions=data["positions"] if "positions" in data.files else None)
 
 
 def read_questions(jsonl, images_dir=None) -> List[Question]:
@@ -124,9 +128,11 @@ class SampleBuilder:
                         self.bundle.newline_embedding, tokens, self.llm.embed_ids(suffix_ids),
                         self.bundle.manifest.positions)
 
-    def teacher_rows(self, embeds: np.ndarray, query_index: int) -> np.ndarray:
+    def teacher_rows(self, embeds: np.ndarray, query_index: int,
+                     positions: Optional[np.ndarray] = None) -> np.ndarray:
         """Attention probabilities [P, H, L] of the query token at self.layers (eager attention
-        weights of the LLM itself; the forward stops after the deepest of these layers)."""
+        weights of the LLM itself; the forward stops after the deepest of these layers).
+        positions: M-RoPE positions [3, L] for bundles that use them."""
         import torch
 
         model = self.llm.model
@@ -148,8 +154,12 @@ class SampleBuilder:
         try:
             x = torch.from_numpy(np.ascontiguousarray(embeds))[None].to(self.llm.device,
                                                                         self.llm.dtype)
+            extra = {}
+            if positions is not None:
+                extra["position_ids"] = torch.from_numpy(np.asarray(positions, np.int64))[
+                    :, None].to(self.llm.device)
             with torch.no_grad():
-                model(inputs_embeds=x, use_cache=False)
+                model(inputs_embeds=x, use_cache=False, **extra)
         except _Enough:
             pass
         finally:
@@ -159,9 +169,9 @@ class SampleBuilder:
 
     def build(self, question: Question) -> "Sample":
         seq = self.sequence(question)
-        teacher = self.teacher_rows(seq.embeds, seq.query_index)
+        teacher = self.teacher_rows(seq.embeds, seq.query_index, seq.positions)
         return Sample(question.question_id, seq.embeds.astype(np.float32), seq.hr_mask,
-                      int(seq.query_index), teacher)
+                      int(seq.query_index), teacher, seq.positions)
 
 
 def _window(level, size: int):
