@@ -345,3 +345,36 @@ def test_distill_works_on_a_qwen25_bundle(qwen_bundle, tmp_path):
                                              torch.from_numpy(sample.positions))
     first = torch.softmax(rows[copied.config.layers[0]], dim=-1).numpy()
     np.testing.assert_allclose(first, sample.teacher[0], atol=1e-5)
+
+
+def test_fp16_vision_export_keeps_float32_interface(hf_model, tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from rs_vqa_plugin.modeling.export_vision import export_vision_onnx
+    from rs_vqa_plugin.modeling.qwen25_vision import QwenVisionGraph
+
+    graph = QwenVisionGraph(hf_model.model.visual, TILE).eval()
+    path = export_vision_onnx(graph, tmp_path / "vision16.onnx", fp16=True)
+    pixels = np.random.default_rng(6).normal(size=(3, 3, TILE, TILE)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tokens = session.run(["tokens"], {"pixels": pixels})[0]
+    with torch.no_grad():
+        ref = graph(torch.from_numpy(pixels))[0].numpy()
+    assert tokens.dtype == np.float32
+    assert np.abs(tokens - ref).max() <= 5e-3 * np.abs(ref).max()
+
+
+def test_bundle_validation_names_the_position_scheme(qwen_bundle, tmp_path):
+    bundle = _copy(qwen_bundle, tmp_path / "b")
+    manifest = bundle / "manifest.json"
+    data = json.loads(manifest.read_text())
+    for value, message in (("1d", r"rfm.onnx takes M-RoPE position_ids but manifest.json says "
+                                  r"positions '1d'"),
+                           ("xyz", r"'positions' must be one of 1d, mrope")):
+        manifest.write_text(json.dumps(dict(data, positions=value)))
+        with pytest.raises(BundleError, match=message):
+            load_bundle(bundle)
+    manifest.write_text(json.dumps(dict(data, newline="every_row")))
+    with pytest.raises(BundleError, match=r"'newline' must be one of per_row, none"):
+        load_bundle(bundle)
