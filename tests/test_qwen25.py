@@ -378,3 +378,50 @@ def test_bundle_validation_names_the_position_scheme(qwen_bundle, tmp_path):
     manifest.write_text(json.dumps(dict(data, newline="every_row")))
     with pytest.raises(BundleError, match=r"'newline' must be one of per_row, none"):
         load_bundle(bundle)
+
+
+def test_llm_prefill_chunks_and_cancel_with_positions(qwen_bundle):
+    """Chunked prefill (eager attention) with M-RoPE positions equals one pass; a cancel stops
+    the prefill inside the decoder layers of the image-text model."""
+    import torch
+
+    from rs_vqa_plugin.engine.errors import Cancelled
+    from rs_vqa_plugin.engine.llm import LanguageModel
+    from rs_vqa_plugin.engine.mrope import sequence_positions
+    from rs_vqa_plugin.engine.progress import CancelToken
+
+    llm = LanguageModel(load_bundle(qwen_bundle), device="cpu")
+    assert llm.model.model.visual is None and len(llm.decoder_layers()) == 4
+    llm.model.set_attn_implementation("eager")
+    embeds = np.random.default_rng(8).normal(size=(50, 64)).astype(np.float32)
+    positions = torch.from_numpy(sequence_positions(5, 36, 0, None, 9))[:, None]
+    x = torch.from_numpy(embeds)[None]
+    with torch.no_grad():
+        whole, _ = llm.prefill(x, positions=positions, chunk=50)
+        parts, cache = llm.prefill(x, positions=positions, chunk=7)
+    assert torch.abs(whole - parts).max().item() <= 1e-4 and cache.get_seq_length() == 50
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        llm.generate(embeds, max_new_tokens=2, cancel=token, positions=positions[:, 0].numpy())
+    with pytest.raises(InputError, match=r"M-RoPE positions must be \[3, 50\]"):
+        llm.generate(embeds, max_new_tokens=2, positions=np.zeros((3, 49), np.int64))
+
+
+def test_eval_cli_on_a_foreign_bundle(foreign_bundle, tmp_path, capsys):
+    from rs_vqa_plugin.commands import main
+
+    make_rgb_scene(tmp_path / "a.tif", size=(500, 300), seed=9)
+    rows = [{"question_id": "FAIR_1", "image": "a.tif", "text": "how many ships are there?",
+             "category": "count", "ground_truth": "two"},
+            {"question_id": "FAIR_2", "image": "a.tif", "text": "what color is the car?",
+             "category": "object color", "ground_truth": "red"}]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answers = tmp_path / "answers.jsonl"
+    assert main(["eval", str(questions), "--images", str(tmp_path), "--model",
+                 str(foreign_bundle), "--device", "cpu", "--mode", "dip", "--max-new-tokens",
+                 "2", "--answers", str(answers), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["subsets"]["FAIR"]["answered"] == 2
+    assert len(answers.read_text().splitlines()) == 2
