@@ -425,3 +425,18 @@ def test_eval_cli_on_a_foreign_bundle(foreign_bundle, tmp_path, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert scores["subsets"]["FAIR"]["answered"] == 2
     assert len(answers.read_text().splitlines()) == 2
+
+
+def test_llm_folder_holds_no_second_vision_tower(qwen_bundle):
+    from safetensors import safe_open
+
+    from rs_vqa_plugin.gui.models import check_bundle
+
+    bundle = load_bundle(qwen_bundle)
+    config = json.loads((bundle.llm_dir / "config.json").read_text())
+    assert config["vision_config"]["depth"] == 0 and bundle.manifest.vision["depth"] == 3
+    names = [n for p in bundle.llm_dir.glob("*.safetensors")
+             for n in safe_open(str(p), framework="pt").keys()]
+    assert not [n for n in names if "visual.blocks." in n]      # (saved in the hub's key layout)
+    assert any("layers.0.self_attn.q_proj" in n for n in names)
+    assert check_bundle(qwen_bundle) is None          # the dock's model picker offers it

@@ -5,9 +5,9 @@ llm/ (transformers causal-LM folder + tokenizer, safetensors only), embeddings.n
 (image_newline [D], image_separator [D] or [S, D]). ONNX weights above a size limit sit in
 `<file>.data`.
 
-Families with multimodal rotary positions (positions "mrope", Qwen2.5-VL) keep in llm/ the whole
-transformers image-text model (its vision weights are not used at run time) and take explicit
-positions: rfm.onnx has a `position_ids` [3, L] input (engine/mrope.py)."""
+Families with multimodal rotary positions (positions "mrope", Qwen2.5-VL) keep in llm/ the
+transformers image-text model with its vision tower cut to zero blocks (vision.onnx has it) and
+take explicit positions: rfm.onnx has a `position_ids` [3, L] input (engine/mrope.py)."""
 
 from __future__ import annotations
 

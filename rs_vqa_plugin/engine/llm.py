@@ -21,8 +21,8 @@ from .prompt import DEFAULT_TEMPLATES, IMAGE_PLACEHOLDER, USER_TURN, prompt_ids
 
 DTYPES = ("float32", "float16", "bfloat16")
 # Families whose llm/ is a transformers image-text model (decoder + lm_head inside, run from
-# inputs_embeds with explicit M-RoPE positions; its own vision tower is dropped after loading,
-# vision.onnx does that work).
+# inputs_embeds with explicit M-RoPE positions; what is left of its vision tower, cut by the
+# converter, is dropped after loading: vision.onnx does that work).
 IMAGE_TEXT_TYPES = ("qwen2_5_vl",)
 
 
