@@ -13,7 +13,9 @@ import pytest
 from rs_vqa_plugin.engine.bundle import load_bundle
 from rs_vqa_plugin.engine.errors import BundleError, InputError
 from tests.qwen25_models import TinyQwenConfig, qwen_patches, write_tiny_qwen25
+from tests.qgis_support import qgis_app, qgis_processing  # noqa: F401 (pytest fixtures)
 from tests.rasters import make_rgb_scene
+from tests.test_processing import rs_vqa_provider  # noqa: F401 (pytest fixture)
 
 TILE = 168          # 6 x 6 merged tokens a tile; windows of 4 x 4 units: uneven windows
 QUESTION = "How many planes are parked near the runway?"
@@ -440,3 +442,19 @@ def test_llm_folder_holds_no_second_vision_tower(qwen_bundle):
     assert not [n for n in names if "visual.blocks." in n]      # (saved in the hub's key layout)
     assert any("layers.0.self_attn.q_proj" in n for n in names)
     assert check_bundle(qwen_bundle) is None          # the dock's model picker offers it
+
+
+def test_processing_ask_answers_with_a_qwen25_bundle(rs_vqa_provider, qwen_bundle,  # noqa: F811
+                                                      tmp_path):
+    """rs_vqa:ask in headless QGIS with such a bundle: answers and a heatmap."""
+    from tests.test_processing import run, vector_layer
+
+    scene = make_rgb_scene(tmp_path / "scene.tif", size=(500, 400), seed=11)
+    result = run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": QUESTION,
+                                "MODEL": str(qwen_bundle), "MODE": "dip", "MAX_TOKENS": 2,
+                                "OUTPUT": str(tmp_path / "answers.gpkg"),
+                                "HEATMAP": str(tmp_path / "heat.gpkg")})
+    assert result["ANSWERED"] == 1
+    row = next(vector_layer(result["OUTPUT"]).getFeatures())
+    assert row["mode"] == "dip" and row["llm_vision_tokens"] > 36
+    assert vector_layer(result["HEATMAP"]).featureCount() > 0
