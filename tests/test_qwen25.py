@@ -154,6 +154,10 @@ def test_thumbnail_mode_equals_transformers_generate(engine, hf_model, qwen_dir,
                             token_grid=m.pooled_grid, **m.plan_options())
         pixels, valid = PyramidReader(source, plan).read_thumbnail()
     assert pixels.shape == (TILE, TILE, 3) and valid.all()
+    from osgeo import gdal
+
+    stored = gdal.Open(str(raster)).ReadAsArray().transpose(1, 2, 0)
+    assert np.array_equal(pixels, stored)        # one tile: the thumbnail is the raster itself
 
     # rs-vqa: vision.onnx, the prompt pieces, M-RoPE positions, the LLM from inputs_embeds.
     thumb = engine.vision.encode_thumbnail(pixels, valid).reshape(-1, m.hidden_size)
@@ -218,7 +222,8 @@ def _edit_config(folder, edit):
     path.write_text(json.dumps(data))
 
 
-def test_refuses_another_family(tmp_path):
+def test_refuses_another_family(tmp_path, capsys):
+    from rs_vqa_plugin.commands import main
     from rs_vqa_plugin.modeling.convert_qwen25 import convert_hf_qwen25
 
     src = tmp_path / "llava"
@@ -227,6 +232,10 @@ def test_refuses_another_family(tmp_path):
     with pytest.raises(BundleError, match=r"config.json is model_type 'llava'.*--from hf-llava"):
         convert_hf_qwen25(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    assert main(["convert", str(src), str(tmp_path / "out"), "--from", "hf-qwen2.5-vl"]) == 2
+    assert "config.json is model_type 'llava'" in capsys.readouterr().err
+    assert main(["convert", str(src), str(tmp_path / "out"), "--tile-size", "336"]) == 2
+    assert "--tile-size applies to --from hf-qwen2.5-vl only" in capsys.readouterr().err
 
 
 def test_refuses_a_video_only_config(qwen_dir, tmp_path):
