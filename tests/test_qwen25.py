@@ -467,3 +467,21 @@ def test_processing_ask_answers_with_a_qwen25_bundle(rs_vqa_provider, qwen_bundl
     row = next(vector_layer(result["OUTPUT"]).getFeatures())
     assert row["mode"] == "dip" and row["llm_vision_tokens"] > 36
     assert vector_layer(result["HEATMAP"]).featureCount() > 0
+
+
+def test_refuses_weights_too_large_for_the_device(qwen_bundle, monkeypatch):
+    """Loading refuses, with the figures, LLM weights above the device's free memory (the free
+    memory is set small here: the test machine has more than the tiny model needs)."""
+    from rs_vqa_plugin.engine import llm as llm_module
+    from rs_vqa_plugin.engine.budget import check_weights_fit, weights_numel
+
+    bundle = load_bundle(qwen_bundle)
+    count = weights_numel(bundle.llm_dir)
+    assert 50_000 < count < 1_000_000                    # the tiny decoder, no vision blocks
+    check_weights_fit(bundle.llm_dir, 4, "cuda", count * 4 / 2 ** 20 + 0.01)
+    with pytest.raises(InputError, match=r"llm needs about .* MB as 32-bit weights but the GPU "
+                                         r"has 0\.1 MB free: choose a smaller dtype"):
+        check_weights_fit(bundle.llm_dir, 4, "cuda", 0.1)
+    monkeypatch.setattr(llm_module, "_free_mb", lambda device: 0.1)
+    with pytest.raises(InputError, match=r"but this machine has 0\.1 MB free"):
+        llm_module.LanguageModel(bundle, device="cpu")

@@ -111,3 +111,44 @@ def check(what: str, tokens: int, needed_mb: float, limit_mb: Optional[float],
     raise InputError(f"{what} over {int(tokens):,} tokens, about {needed_mb:,.0f} MB, above the "
                      f"memory limit of {limit_mb:,.0f} MB: {way_out}, or raise memory_limit_mb "
                      "(default: 80% of the memory available when asking).")
+
+
+def weights_numel(folder) -> int:
+    """Parameters in a folder's *.safetensors files, from their headers (no tensor is read)."""
+    import json
+    import struct
+    from pathlib import Path
+
+    total = 0
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with path.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length).decode("utf-8"))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in entry.get("shape", []):
+                    count *= int(dim)
+                total += count
+    return total
+
+
+def check_weights_fit(folder, dtype_bytes: int, device: str, free_mb: Optional[float]) -> None:
+    """Refuse, before loading, language-model weights that cannot fit the device's free memory
+    at the dtype they would be loaded in (a checkpoint too large for the device asked for), with
+    the figures and the ways out, instead of an out-of-memory crash halfway through loading."""
+    if free_mb is None:
+        return
+    needed = weights_numel(folder) * int(dtype_bytes) / MB
+    if needed <= free_mb:
+        return
+    where = "the GPU" if device == "cuda" else "this machine"
+    raise InputError(f"The language model in {folder} needs about {format_mb(needed)} as "
+                     f"{8 * int(dtype_bytes)}-bit weights but {where} has {format_mb(free_mb)} "
+                     "free: choose a smaller dtype (bfloat16 or float16), another device, or a "
+                     "smaller model.")
+
+
+def format_mb(mb: float) -> str:
+    """A memory figure for a message: GB from 1 GB up, MB below."""
+    return f"{mb / 1024:,.1f} GB" if mb >= 1024 else f"{mb:,.1f} MB"

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..setup_advice import runtime_setup_advice
+from .budget import available_mb, check_weights_fit
 from .bundle import context_tokens
 from .errors import BundleError, InputError, RuntimeSetupError
 from .offline import keep_offline
@@ -82,6 +83,15 @@ def resolve_dtype(device: str, dtype: Optional[str], bundle_dtype: Optional[str]
     return torch.bfloat16
 
 
+def _free_mb(device: str) -> Optional[float]:
+    """Memory free for the weights on the device: the GPU's free memory, else the system's."""
+    if device == "cuda":
+        torch = _torch()
+        free, _total = torch.cuda.mem_get_info()
+        return free / (1024.0 * 1024.0)
+    return available_mb()
+
+
 def _reason(exc: BaseException) -> str:
     """One line of a library's error, without advice we must not give (we never run code from
     a model folder, so "trust_remote_code=True" is never the fix)."""
@@ -141,6 +151,7 @@ class LanguageModel:
         _check_model_type(llm_dir / "config.json", bundle.llm_config)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, dtype, (bundle.manifest.llm or {}).get("dtype"))
+        check_weights_fit(llm_dir, self.dtype.itemsize, self.device, _free_mb(self.device))
         self.tokenizer = _load_part("tokenizer (tokenizer.json, tokenizer_config.json)", llm_dir,
                                     lambda: AutoTokenizer.from_pretrained(
                                         llm_dir, local_files_only=True, trust_remote_code=False))

@@ -91,20 +91,17 @@ def check_tokenizer(src: Path, raw: dict, tokenizer) -> None:
 
 def check_memory(src: Path, limit_mb: Optional[float] = None) -> None:
     """Refuse a checkpoint the converting machine cannot hold (limit: the memory available now)."""
-    from ..engine.budget import MB, available_mb
+    from ..engine.budget import MB, available_mb, format_mb
 
     weights = sum(p.stat().st_size for p in src.glob("*.safetensors"))
     needed = weights * CONVERT_MEMORY_FACTOR / MB
     limit = available_mb() if limit_mb is None else float(limit_mb)
     if limit is not None and needed > limit:
-        raise InputError(f"{src}: its *.safetensors weights are {_size(weights / MB)} and "
-                         f"converting them needs about {_size(needed)} of memory, but "
-                         f"{_size(limit)} is available on this machine: free memory or convert "
+        raise InputError(f"{src}: its *.safetensors weights are {format_mb(weights / MB)} and "
+                         f"converting them needs about {format_mb(needed)} of memory, but "
+                         f"{format_mb(limit)} is available on this machine: free memory or convert "
                          "on a machine with more.")
 
-
-def _size(mb: float) -> str:
-    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.1f} MB"
 
 
 def convert_hf_qwen25(src, out_dir, rfm_layers: Optional[Sequence[int]] = None,
