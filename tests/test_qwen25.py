@@ -485,3 +485,16 @@ def test_refuses_weights_too_large_for_the_device(qwen_bundle, monkeypatch):
     monkeypatch.setattr(llm_module, "_free_mb", lambda device: 0.1)
     with pytest.raises(InputError, match=r"but this machine has 0\.1 MB free"):
         llm_module.LanguageModel(bundle, device="cpu")
+
+
+def test_image_markers_must_be_tokens(qwen_bundle, tmp_path):
+    from rs_vqa_plugin.engine.llm import LanguageModel
+
+    bundle = _copy(qwen_bundle, tmp_path / "b")
+    manifest = bundle / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["chat"]["image_start"] = "<|img_start|>"
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"chat.image_start is '<\|img_start\|>', which is not a "
+                                          "token of the tokenizer"):
+        LanguageModel(load_bundle(bundle), device="cpu")

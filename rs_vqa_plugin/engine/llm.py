@@ -123,7 +123,8 @@ def _check_model_type(config_path, config: dict) -> None:
             f"{config_path}: model_type {model_type!r} is not an architecture that transformers "
             f"{transformers.__version__} implements, and rs-vqa never runs model code shipped in "
             f"a model folder. Convert a model of a supported family "
-            f"({', '.join(DEFAULT_TEMPLATES)}), or, if this type is newer than the installed "
+            f"({', '.join(tuple(DEFAULT_TEMPLATES) + IMAGE_TEXT_TYPES)}), or, if this type is "
+            "newer than the installed "
             "transformers, update the runtime with ./build.sh setup.")
 
 
@@ -170,6 +171,12 @@ class LanguageModel:
         self.user_turn: str = chat.get("user_turn") or USER_TURN
         self.question_text: str = chat.get("question_text") or "normalised"
         self.image_markers = (chat.get("image_start") or "", chat.get("image_end") or "")
+        vocab = self.tokenizer.get_vocab()
+        for key, marker in zip(("image_start", "image_end"), self.image_markers):
+            if marker and marker not in vocab:
+                raise BundleError(f"manifest.json chat.{key} is {marker!r}, which is not a token "
+                                  f"of the tokenizer in {llm_dir}: correct it, or re-create the "
+                                  "bundle.")
         config = self.model.config.get_text_config()
         self.max_context: int = context_tokens(bundle.manifest, bundle.llm_config)
         self.hidden_size: int = int(config.hidden_size)
