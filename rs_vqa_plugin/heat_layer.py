@@ -100,18 +100,26 @@ def write_heat_gpkg(answer: dict, crs: QgsCoordinateReferenceSystem, path: Path)
     return path
 
 
-def raster_group(project: QgsProject, raster_layer) -> QgsLayerTreeGroup:
-    """The raster's "RS-VQA: <name>" group, made above the raster the first time."""
+def raster_group(project: QgsProject, raster_layer, raster_name: str = "") -> QgsLayerTreeGroup:
+    """The raster's "RS-VQA: <name>" group, made above the raster the first time. A raster that
+    is not in the project (a file given to Processing) has its group, named `raster_name`, made
+    at the top of the layer tree."""
     root = project.layerTreeRoot()
-    name = GROUP_PREFIX + raster_layer.name()
+    name = GROUP_PREFIX + (raster_layer.name() if raster_layer is not None else raster_name)
     group = root.findGroup(name)
     if group is None:
         # Above the raster so the heat cells draw over it.
-        raster_node = root.findLayer(raster_layer.id())
+        raster_node = root.findLayer(raster_layer.id()) if raster_layer is not None else None
         parent = raster_node.parent() if raster_node is not None else root
         index = parent.children().index(raster_node) if raster_node is not None else 0
         group = parent.insertGroup(index, name)
     return group
+
+
+def raster_file_name(source: str) -> str:
+    """The name QGIS gives a raster layer opened from `source` (its file's base name), for the
+    group of a raster given as a file."""
+    return Path(source.split("|")[0]).stem or source
 
 
 def focus_subset(layer: QgsVectorLayer) -> str:
@@ -193,11 +201,13 @@ def add_heat_layer(project: QgsProject, raster_layer, answer: dict,
     return layer
 
 
-def show_in_raster_group(project: QgsProject, raster_layer, layer: QgsVectorLayer) -> None:
+def show_in_raster_group(project: QgsProject, raster_layer, layer: QgsVectorLayer,
+                         raster_name: str = "") -> None:
     """Mark `layer` as a heat layer, put it on top of the raster's group (moved there when it is
-    elsewhere in the layer tree) and show it alone there."""
+    elsewhere in the layer tree) and show it alone there. `raster_name` names the group of a
+    raster that is not in the project (raster_layer None)."""
     layer.setCustomProperty(HEAT_PROPERTY, True)   # saved with the project: ours, not a scope
-    group = raster_group(project, raster_layer)
+    group = raster_group(project, raster_layer, raster_name)
     node = project.layerTreeRoot().findLayer(layer.id())
     if node is None:
         group.insertLayer(0, layer)

@@ -4,6 +4,7 @@ Shared by the chat dock and Processing (which must not import the GUI package)."
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -39,9 +40,13 @@ class PluginSettings:
     max_new_tokens: int = 32
     overviews: str = "beside"          # one of OVERVIEW_PLACES
     overview_cache_dir: str = ""       # "": the engine's ($RS_VQA_CACHE/overviews, ~/.cache/rs-vqa)
+    memory_limit_mb: float = 0.0       # 0: the engine's (80% of the memory available when asking)
+    tile_cache_mb: Optional[float] = None   # None: the engine's default; 0: off
 
     def ask_options(self) -> dict:
         options = {"max_new_tokens": int(self.max_new_tokens)}
+        if self.memory_limit_mb:
+            options["memory_limit_mb"] = float(self.memory_limit_mb)
         if self.overviews == "cache":
             options["overviews_in_cache"] = True
         if self.overview_cache_dir:   # also where they go when the raster's folder is read-only
@@ -53,6 +58,30 @@ class PluginSettings:
         if self.selection:
             options["selection"] = str(self.selection)
         return options
+
+    def request_fields(self) -> dict:
+        """Fields of the worker's load/ask request beside its options: the tile cache's bound,
+        always sent, so that clearing the setting gives a warm worker the default back."""
+        from .engine import DEFAULT_TILE_CACHE_MB
+
+        size = DEFAULT_TILE_CACHE_MB if self.tile_cache_mb is None else self.tile_cache_mb
+        return {"tile_cache_mb": float(size)}
+
+
+def megabytes_setting(text: str, label: str) -> Optional[float]:
+    """A megabytes field as typed: None when empty, else a number >= 0. A ValueError names the
+    field and what it takes."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text.replace(",", "."))
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{label}: '{text}' is not a number of MB. Type 0 or a positive number "
+                         "of megabytes, or leave it empty.")
+    return value
 
 
 def load_settings(store: Optional[QgsSettings] = None) -> PluginSettings:
@@ -77,7 +106,18 @@ def load_settings(store: Optional[QgsSettings] = None) -> PluginSettings:
         selection=str(store.value(PREFIX + "selection", "") or ""),
         max_new_tokens=int(store.value(PREFIX + "max_new_tokens", 32) or 32),
         overviews=overviews if overviews in OVERVIEW_PLACES else "beside",
-        overview_cache_dir=str(store.value(PREFIX + "overview_cache_dir", "") or ""))
+        overview_cache_dir=str(store.value(PREFIX + "overview_cache_dir", "") or ""),
+        memory_limit_mb=_stored_megabytes(store, "memory_limit_mb") or 0.0,
+        tile_cache_mb=_stored_megabytes(store, "tile_cache_mb"))
+
+
+def _stored_megabytes(store: QgsSettings, key: str) -> Optional[float]:
+    # A hand-edited or damaged value counts as unset: the engine's default then applies.
+    try:
+        value = store.value(PREFIX + key, "")
+        return megabytes_setting("" if value is None else str(value), key)
+    except ValueError:
+        return None
 
 
 def save_settings(settings: PluginSettings, store: Optional[QgsSettings] = None) -> None:
@@ -85,6 +125,7 @@ def save_settings(settings: PluginSettings, store: Optional[QgsSettings] = None)
     values = asdict(settings)
     values["alpha"] = values["alpha"] or 0.0
     values["n_max"] = values["n_max"] or 0
+    values["tile_cache_mb"] = "" if values["tile_cache_mb"] is None else values["tile_cache_mb"]
     for key, value in values.items():
         store.setValue(PREFIX + key, value)
 

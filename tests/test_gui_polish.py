@@ -363,3 +363,73 @@ def test_the_bundled_demonstration_model_says_so_once(controller):
     assert "demonstration model" in controller.dock.conversation.toPlainText()
     second = ask_and_wait(controller, "And cars?")
     assert second.note == ""
+
+
+# ---- the engine's memory and tile-cache knobs (issue 18) -----------------------------------
+def test_memory_and_tile_cache_settings_are_typed_checked_and_kept(qgis_app, tmp_path):
+    import sys
+
+    from qgis.core import QgsSettings
+    from qgis.PyQt.QtCore import QSettings
+    from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
+
+    from rs_vqa_plugin.engine.worker import make_ask_options
+    from rs_vqa_plugin.gui.settings_dialog import SettingsDialog
+    from rs_vqa_plugin.settings import PluginSettings, load_settings, save_settings
+
+    dialog = SettingsDialog(PluginSettings(python=sys.executable, model_dir=""))
+    dialog.show()
+    assert dialog.memory_edit.text() == "" and dialog.tile_cache_edit.placeholderText() == "512 (default)"
+    ok = dialog.buttons.button(QDialogButtonBox.Ok)
+    # Not a number, or below 0: refused with the field's name, the dialog stays open.
+    for edit, text, label in ((dialog.memory_edit, "lots", "Memory limit (MB, 0 = 80% of available)"),
+                              (dialog.tile_cache_edit, "-5", "Tile cache (MB, 0 = off)")):
+        dialog.memory_edit.setText("")
+        dialog.tile_cache_edit.setText("")
+        edit.setText(text)
+        ok.click()
+        assert dialog.isVisible() and dialog.result() != QDialog.Accepted
+        warning = dialog.warning_label.text()
+        assert dialog.warning_label.isVisible() and label in warning and f"'{text}'" in warning
+        assert "diagnostics" not in warning and text in dialog.diagnostics_text()
+    dialog.memory_edit.setText("2048")
+    dialog.tile_cache_edit.setText("0")
+    ok.click()
+    assert not dialog.isVisible() and dialog.result() == QDialog.Accepted
+    chosen = dialog.result_settings()
+    assert (chosen.memory_limit_mb, chosen.tile_cache_mb) == (2048.0, 0.0)
+    # The memory limit is an ask option the worker takes; the tile cache rides on the request.
+    assert make_ask_options(chosen.ask_options()).memory_limit_mb == 2048.0
+    assert chosen.request_fields() == {"tile_cache_mb": 0.0}
+
+    store = QgsSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    save_settings(chosen, store)
+    assert (load_settings(store).memory_limit_mb, load_settings(store).tile_cache_mb) == (2048.0, 0.0)
+    save_settings(PluginSettings(), store)   # cleared: the engine's defaults, said in full
+    again = load_settings(store)
+    assert again.memory_limit_mb == 0.0 and "memory_limit_mb" not in again.ask_options()
+    assert again.request_fields() == {"tile_cache_mb": 512.0}
+
+
+def test_the_dock_sends_the_memory_limit_and_tile_cache_to_the_worker(controller, tiny_bundle):
+    from qgis.PyQt import sip
+
+    from tests.test_gui import spin_until
+
+    controller.settings.model_dir = str(tiny_bundle)
+    controller.settings.memory_limit_mb = 0.05   # far below what even the tiny model needs
+    controller.settings.tile_cache_mb = 3.0
+    sent = []
+    original = controller.client.request
+    controller.client.request = lambda cmd, **f: (sent.append(f), original(cmd, **f))[1]
+    try:
+        assert controller.ask("How many ships?") is None
+        task = controller.current.task
+        assert spin_until(lambda: controller.current is None, 120)
+        assert spin_until(lambda: sip.isdeleted(task), 10)   # QGIS is done with the task too
+    finally:
+        del controller.client.request
+    assert sent[0]["tile_cache_mb"] == 3.0 and sent[0]["options"]["memory_limit_mb"] == 0.05
+    # The engine planned against it: the ask is refused before any work, saying the limit.
+    turn = controller.current_turns()[-1]
+    assert turn.status == "failed" and "memory limit" in turn.message, turn.message

@@ -491,3 +491,78 @@ def test_tile_cache_is_an_advanced_parameter_kept_with_the_engine(rs_vqa_provide
     assert len(cache) == held
     run("rs_vqa:ask", {**parameters, "TILE_CACHE_MB": 0, "OUTPUT": str(tmp_path / "c.csv")})
     assert len(cache) == 0
+
+
+def test_memory_limit_is_an_advanced_parameter_that_reaches_the_engine(rs_vqa_provider, tiny_bundle,
+                                                                       scene, tmp_path):
+    from qgis.core import QgsApplication
+
+    for name in ("rs_vqa:ask", "rs_vqa:evaluate"):
+        parameter = QgsApplication.processingRegistry().algorithmById(name).parameterDefinition(
+            "MEMORY_LIMIT_MB")
+        assert parameter.flags() & parameter.FlagAdvanced and parameter.defaultValue() == 0
+    # Far below what even the tiny model needs: the engine refuses the question before reading.
+    with pytest.raises(QgsProcessingException, match="raise memory_limit_mb"):
+        run("rs_vqa:ask", {"INPUT": str(scene), "QUESTIONS": QUESTIONS[0], "MODEL": str(tiny_bundle),
+                           "MAX_TOKENS": 1, "MEMORY_LIMIT_MB": 0.05,
+                           "OUTPUT": str(tmp_path / "a.csv")})
+
+
+class PluginSettingsSet:
+    """RS-VQA's QgsSettings keys set for a block, then put back as they were."""
+
+    def __init__(self, **values):
+        from qgis.core import QgsSettings
+
+        self.store, self.values = QgsSettings(), {f"rs_vqa/{k}": v for k, v in values.items()}
+        self.saved = {}
+
+    def __enter__(self):
+        for key, value in self.values.items():
+            self.saved[key] = self.store.value(key, None)
+            self.store.setValue(key, value)
+
+    def __exit__(self, *_exc):
+        for key, value in self.saved.items():
+            if value is None:
+                self.store.remove(key)
+            else:
+                self.store.setValue(key, value)
+
+
+def test_ask_puts_overviews_where_the_plugin_settings_say(rs_vqa_provider, tiny_bundle, tmp_path):
+    # Large enough to need overviews (images under 1024 px need none).
+    (tmp_path / "big").mkdir()
+    raster = make_rgb_scene(tmp_path / "big" / "big.tif", size=(1400, 1100), seed=3)
+    cache = tmp_path / "overview-cache"
+    with PluginSettingsSet(overviews="cache", overview_cache_dir=str(cache)):
+        result = run("rs_vqa:ask", {"INPUT": str(raster), "QUESTIONS": QUESTIONS[0],
+                                    "MODEL": str(tiny_bundle), "MODE": "thumbnail", "MAX_TOKENS": 1,
+                                    "OUTPUT": str(tmp_path / "a.csv")})
+    assert result["ANSWERED"] == 1
+    assert not list(raster.parent.glob("*.ovr")), list(raster.parent.iterdir())   # none beside it
+    assert [p for p in cache.rglob("*.ovr")], list(cache.rglob("*"))
+
+
+def test_a_heatmap_of_a_raster_given_as_a_file_is_grouped_under_the_files_name(
+        rs_vqa_provider, tiny_bundle, scene, tmp_path):
+    import processing
+    from qgis.core import QgsProject
+
+    from rs_vqa_plugin.heat_layer import GROUP_PREFIX, HEAT_PROPERTY
+
+    project = QgsProject.instance()
+    try:
+        processing.runAndLoadResults("rs_vqa:ask", {
+            "INPUT": str(scene), "QUESTIONS": QUESTIONS[0], "MODEL": str(tiny_bundle),
+            "MODE": "grid", "MAX_TOKENS": 1, "OUTPUT": "TEMPORARY_OUTPUT",
+            "HEATMAP": str(tmp_path / "heat.gpkg")})
+        heat = [layer for layer in project.mapLayers().values()
+                if layer.source().startswith(str(tmp_path / "heat.gpkg"))]
+        assert len(heat) == 1 and heat[0].customProperty(HEAT_PROPERTY, False)
+        group = project.layerTreeRoot().findGroup(GROUP_PREFIX + scene.stem)
+        assert group is not None and group.findLayer(heat[0].id()) is not None
+        assert heat[0].renderer().type() == "graduatedSymbol"
+    finally:
+        project.removeAllMapLayers()
+        project.clear()

@@ -167,7 +167,8 @@ class DockController(QObject):
         sent = time.monotonic()
         request_id, problem = self.client.ask(layer.source(), question, options,
                                               model=self.settings.model_dir,
-                                              device=self.settings.device)
+                                              device=self.settings.device,
+                                              **self.settings.request_fields())
         if problem:
             self.dock.show_status(problem, error=True)
             return problem

@@ -12,8 +12,9 @@ from qgis.PyQt.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButton
                                  QVBoxLayout)
 
 from .. import __version__
-from ..engine import default_overview_cache_dir
-from ..settings import DEVICES, OVERVIEW_PLACES, PluginSettings, default_runtime_python
+from ..engine import DEFAULT_TILE_CACHE_MB, default_overview_cache_dir
+from ..settings import (DEVICES, OVERVIEW_PLACES, PluginSettings, default_runtime_python,
+                        megabytes_setting)
 from .models import check_bundle, selection_problem
 from .runtime_setup import (RuntimeJob, doctor_job, parse_doctor, redact_home, set_up_python,
                             setup_command, summarise_doctor)
@@ -90,6 +91,22 @@ class SettingsDialog(QDialog):
         browse_cache = QPushButton(self.tr("Browse…"))
         browse_cache.clicked.connect(self._browse_cache)
         form.addRow(self.tr("Overview cache folder"), _row(self.cache_edit, browse_cache))
+        self.memory_label = self.tr("Memory limit (MB, 0 = 80% of available)")
+        self.memory_edit = QLineEdit(_megabytes_text(settings.memory_limit_mb or None))
+        self.memory_edit.setPlaceholderText("0")
+        self.memory_edit.setToolTip(self.tr(
+            "A question whose estimated memory is above this is refused before it starts, with "
+            "the figure and a way out (a scope, a smaller N_max or mode). 0 or empty: 80% of the "
+            "memory available when asking."))
+        form.addRow(self.memory_label, self.memory_edit)
+        self.tile_cache_label = self.tr("Tile cache (MB, 0 = off)")
+        self.tile_cache_edit = QLineEdit(_megabytes_text(settings.tile_cache_mb))
+        self.tile_cache_edit.setPlaceholderText(self.tr("{mb} (default)").format(
+            mb=_megabytes_text(DEFAULT_TILE_CACHE_MB)))
+        self.tile_cache_edit.setToolTip(self.tr(
+            "Tile encodings the runtime keeps between questions, so a follow-up question about "
+            "the same raster does not encode its tiles again. Empty: the default."))
+        form.addRow(self.tile_cache_label, self.tile_cache_edit)
         layout.addLayout(form)
 
         self.progress = QProgressBar()
@@ -121,10 +138,30 @@ class SettingsDialog(QDialog):
                        selection=self.selection_edit.text().strip(),
                        max_new_tokens=self.tokens_spin.value(),
                        overviews=self.overviews_combo.currentData(),
-                       overview_cache_dir=self.cache_edit.text().strip())
+                       overview_cache_dir=self.cache_edit.text().strip(),
+                       memory_limit_mb=megabytes_setting(self.memory_edit.text(),
+                                                         self.memory_label) or 0.0,
+                       tile_cache_mb=megabytes_setting(self.tile_cache_edit.text(),
+                                                       self.tile_cache_label))
+
+    def megabytes_problem(self):
+        """The first megabytes field that is not a number >= 0, said with its label; its edit."""
+        for edit, label in ((self.memory_edit, self.memory_label),
+                            (self.tile_cache_edit, self.tile_cache_label)):
+            try:
+                megabytes_setting(edit.text(), label)
+            except ValueError as exc:
+                return str(exc), edit
+        return None, None
 
     def accept(self) -> None:
         # Stay open on a folder that is not a bundle: closing would hide the warning unread.
+        problem, edit = self.megabytes_problem()
+        if problem:
+            self.warning_label.setText(self.tr("{problem} Or Cancel.").format(problem=problem))
+            self.warning_label.setVisible(True)
+            edit.setFocus()
+            return
         problem = check_bundle(self.model_edit.text().strip()) if self.model_edit.text() else None
         problem = problem or selection_problem(self.selection_edit.text())
         if problem:
@@ -195,7 +232,10 @@ class SettingsDialog(QDialog):
                                  else self.tr("Set-up failed: see the log above."))
 
     def diagnostics_text(self) -> str:
-        settings = self.result_settings()
+        try:
+            settings = self.result_settings()
+        except ValueError:   # a megabytes field being typed: its text is quoted below as it is
+            settings = self.settings
         lines = [f"rs-vqa {__version__}", f"QGIS {Qgis.QGIS_VERSION}",
                  f"OS {platform.platform()}", f"QGIS Python {platform.python_version()}",
                  f"runtime python: {settings.python or '(unset)'}",
@@ -203,6 +243,9 @@ class SettingsDialog(QDialog):
                  f"device setting: {settings.device}", f"alpha: {settings.alpha or 'default'}",
                  f"N_max: {settings.n_max or 'default'}",
                  f"max answer tokens: {settings.max_new_tokens}"]
+        memory, cache = self.memory_edit.text().strip(), self.tile_cache_edit.text().strip()
+        lines += [f"memory limit MB: {memory or '0 (80% of available)'}",
+                  f"tile cache MB: {cache or 'default'}"]
         if self.last_report:
             lines.append(summarise_doctor(self.last_report))
         return redact_home("\n".join(lines))
@@ -226,6 +269,13 @@ class SettingsDialog(QDialog):
         path = QFileDialog.getExistingDirectory(self, self.tr("Model bundle folder"))
         if path:
             self.model_edit.setText(path)
+
+
+def _megabytes_text(value) -> str:
+    """A megabytes figure as typed: '' for unset, '512' rather than '512.0'."""
+    if value is None:
+        return ""
+    return f"{value:g}"
 
 
 def _row(*widgets):

@@ -143,10 +143,12 @@ class WorkerClient(QObject):
         return self.request("load", model=model, device=device)
 
     def ask(self, raster: str, question: str, options: dict, model: str = "",
-            device: str = "auto") -> tuple:
-        # The model rides along: the worker loads it once and keeps it warm for the next asks.
+            device: str = "auto", tile_cache_mb=None) -> tuple:
+        # The model rides along: the worker loads it once and keeps it warm for the next asks,
+        # with its tile cache bounded to tile_cache_mb (None: left as it is).
+        fields = {} if tile_cache_mb is None else {"tile_cache_mb": float(tile_cache_mb)}
         return self.request("ask", raster=raster, question=question, options=options,
-                            model=model, device=device)
+                            model=model, device=device, **fields)
 
     def cancel(self, request_id: str) -> None:
         if self.is_running() and request_id in self.pending:

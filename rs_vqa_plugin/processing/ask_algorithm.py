@@ -11,14 +11,14 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsPro
 from qgis.PyQt.QtCore import QVariant
 
 from ..engine import tiles_used
-from ..heat_layer import (HEAT_PROPERTY, heat_crs, heat_fields, heat_rows, show_in_raster_group,
-                          style_heat_layer)
+from ..heat_layer import (heat_crs, heat_fields, heat_rows, raster_file_name,
+                          show_in_raster_group, style_heat_layer)
 from .answer_sink import AnswerSink
 from .common import (GROUP_ID, GROUP_NAME, MODE_HELP, alpha_parameter,
-                     device_parameter, max_tokens_parameter, mode_parameter,
-                     model_folder, model_parameter, n_max_parameter, non_raster_message,
-                     optional_number, raster_path, selection_parameter, selection_value,
-                     tile_cache_parameter)
+                     device_parameter, max_tokens_parameter, memory_limit_parameter,
+                     memory_limit_value, mode_parameter, model_folder, model_parameter,
+                     n_max_parameter, non_raster_message, optional_number, overview_options,
+                     raster_path, selection_parameter, selection_value, tile_cache_parameter)
 from .feedback_bridge import FeedbackBridge
 from .runtime import model_and_runtime_problem, require_ml_runtime
 from .scope import scope_from_parameters
@@ -64,11 +64,9 @@ class HeatStyle(QgsProcessingLayerPostProcessorInterface):
 
         style_heat_layer(layer)
         project = context.project() or QgsProject.instance()
-        raster = self._raster_in(project)
-        if raster is not None:
-            show_in_raster_group(project, raster, layer)
-        else:   # a raster given as a file: the heat layer stays where Processing put it
-            layer.setCustomProperty(HEAT_PROPERTY, True)
+        # A raster given as a file (not a project layer) gets a group named after the file.
+        show_in_raster_group(project, self._raster_in(project), layer,
+                             raster_file_name(self.raster_source))
         layer.triggerRepaint()
 
     def _raster_in(self, project):
@@ -116,7 +114,10 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             "QUESTIONS: one question per line, or the path of a .csv (a 'question' or 'text' "
             "column, else the first column), .jsonl (LRS-VQA: 'text' and 'question_id') or .txt "
             "file. SCOPE: optional extent or polygon layer to ask inside.\n"
-            f"MODE: {MODE_HELP}.\n\n"
+            f"MODE: {MODE_HELP}.\n"
+            "A raster without overviews gets them on its first question, where RS-VQA's settings "
+            "say (Overviews: beside the raster, or in the overview cache folder), as in the chat "
+            "dock.\n\n"
             "Outputs: a table with one row per question (answer, seconds, tiles read, LLM vision "
             "tokens, pyramid levels visited), a heatmap polygon layer in the raster's CRS with the "
             "cells the model looked at for every question (field 'question'), and the number of "
@@ -150,6 +151,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(max_tokens_parameter())
         self.addParameter(device_parameter())
         self.addParameter(tile_cache_parameter())
+        self.addParameter(memory_limit_parameter())
         self.addParameter(QgsProcessingParameterFeatureSink(
             "OUTPUT", "Answers", QgsProcessing.TypeVector))
         self.addParameter(QgsProcessingParameterFeatureSink(
@@ -215,6 +217,8 @@ class AskAlgorithm(QgsProcessingAlgorithm):
             selection=selection_value(self, parameters, context),
             scope=scope,
             max_new_tokens=self.parameterAsInt(parameters, "MAX_TOKENS", context),
+            memory_limit_mb=memory_limit_value(self, parameters, context),
+            **overview_options(),
         )
         device = self.parameterAsEnumString(parameters, "DEVICE", context)
         tile_cache_mb = self.parameterAsDouble(parameters, "TILE_CACHE_MB", context)

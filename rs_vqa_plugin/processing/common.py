@@ -106,6 +106,28 @@ def tile_cache_parameter():
         type=QgsProcessingParameterNumber.Double, minValue=0.0, defaultValue=DEFAULT_TILE_CACHE_MB))
 
 
+def memory_limit_parameter():
+    return advanced(QgsProcessingParameterNumber(
+        "MEMORY_LIMIT_MB", "Memory limit, in MB (0: 80% of the memory available); a question "
+        "estimated above it is refused before it starts",
+        type=QgsProcessingParameterNumber.Double, minValue=0.0, defaultValue=0.0))
+
+
+def memory_limit_value(algorithm, parameters, context) -> Optional[float]:
+    """MEMORY_LIMIT_MB as the engine's memory_limit_mb: None (its default) for 0 or empty."""
+    return optional_number(algorithm, parameters, "MEMORY_LIMIT_MB", context) or None
+
+
+def overview_options() -> dict:
+    """Where missing overviews go, as the chat dock puts them: RS-VQA's settings (Overviews:
+    beside the raster or in the cache folder, and that folder)."""
+    from ..settings import load_settings
+
+    options = load_settings().ask_options()
+    return {name: options[name] for name in ("overviews_in_cache", "overview_cache_dir")
+            if name in options}
+
+
 def optional_number(algorithm, parameters, name, context, integer=False):
     """None when the optional parameter was left empty (then the model's manifest decides)."""
     if parameters.get(name) in (None, ""):

@@ -13,8 +13,9 @@ from qgis.PyQt.QtCore import QVariant
 
 from .answer_sink import AnswerSink
 from .common import (MODE_HELP, advanced, alpha_parameter,
-                     device_parameter, max_tokens_parameter, mode_parameter, model_folder,
-                     model_parameter, n_max_parameter, optional_number, selection_parameter,
+                     device_parameter, max_tokens_parameter, memory_limit_parameter,
+                     memory_limit_value, mode_parameter, model_folder, model_parameter,
+                     n_max_parameter, optional_number, overview_options, selection_parameter,
                      selection_value, tile_cache_parameter)
 from .feedback_bridge import FeedbackBridge
 from .runtime import model_and_runtime_problem, require_ml_runtime
@@ -120,6 +121,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(max_tokens_parameter())
         self.addParameter(device_parameter())
         self.addParameter(tile_cache_parameter())
+        self.addParameter(memory_limit_parameter())
         self.addParameter(advanced(QgsProcessingParameterNumber(
             "LIMIT", "Only the first N questions (empty: all)", type=QgsProcessingParameterNumber.Integer,
             minValue=1, optional=True)))
@@ -184,7 +186,9 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
                           f"{answers_path.name}, {todo} to ask.")
         if todo:
             options = dict(mode=mode, alpha=alpha, n_max=n_max, max_new_tokens=max_tokens,
-                           selection=selection)
+                           selection=selection,
+                           memory_limit_mb=memory_limit_value(self, parameters, context),
+                           **overview_options())
             tile_cache_mb = self.parameterAsDouble(parameters, "TILE_CACHE_MB", context)
             self._answer_all(records, todo, images, answers_path, model_dir, device, options,
                              feedback, tile_cache_mb)
