@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransformContext, QgsFeature,
-                       QgsField, QgsFields, QgsGeometry, QgsLayerTreeGroup, QgsPointXY,
-                       QgsProject, QgsVectorFileWriter, QgsVectorLayer, QgsWkbTypes)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsLayerTreeGroup,
+                       QgsProject, QgsVectorLayer)
 from qgis.PyQt.QtCore import QCoreApplication, QVariant
 
 from .engine import HEAT_FIELDS, heat_cell_from_dict, heat_values
@@ -33,9 +32,21 @@ def heatmap_folder(project: QgsProject) -> Path:
     if project.fileName():
         folder = Path(project.absolutePath()) / "rs_vqa_heatmaps"
     else:
-        folder = plugin_data_dir() / "heatmaps"
+        folder = unsaved_heatmap_folder()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def unsaved_heatmap_folder() -> Path:
+    """Where the heatmaps of a project never saved go, until its first save moves them."""
+    return plugin_data_dir() / "heatmaps"
+
+
+def heatmap_gpkg(project: QgsProject, raster_name: str, folder: Optional[Path] = None) -> Path:
+    """The one GeoPackage a project's heatmaps go to, a layer per question: named after the
+    project, or after the raster while the project has never been saved."""
+    name = Path(project.fileName()).stem if project.fileName() else raster_name
+    return (folder or heatmap_folder(project)) / f"{_safe_name(name, 40) or 'heatmaps'}.gpkg"
 
 
 def heat_layers(project: QgsProject) -> list:
@@ -48,9 +59,19 @@ def layer_name_for(question: str) -> str:
     return name if len(name) <= MAX_NAME else name[:MAX_NAME - 1] + "…"
 
 
-def _file_stem(raster_name: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", raster_name).strip("_")[:40] or "raster"
-    return f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{int(time.time() * 1000) % 1000:03d}"
+def _safe_name(text: str, length: int) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:length]
+
+
+def heat_layer_base(question: str) -> str:
+    """The GeoPackage layer name a question's heatmap starts from (then _2, _3, ... when taken)."""
+    return "heat_" + (_safe_name(question.lower(), 40).strip("_-") or "answer")
+
+
+def _stamped(path: Path) -> Path:
+    """A file name beside `path` no other heatmap has: for a GeoPackage that cannot be written."""
+    stamp = f"{time.strftime('%Y%m%d_%H%M%S')}_{int(time.time() * 1000) % 1000:03d}"
+    return path.with_name(f"{path.stem}_{stamp}{path.suffix}")
 
 
 FIELD_TYPES = {"string": QVariant.String, "real": QVariant.Double, "integer": QVariant.Int}
@@ -78,26 +99,35 @@ def heat_crs(raster_layer, crs_wkt: str = "") -> QgsCoordinateReferenceSystem:
     return crs if crs.isValid() else QgsCoordinateReferenceSystem.fromWkt(crs_wkt or "")
 
 
-def write_heat_gpkg(answer: dict, crs: QgsCoordinateReferenceSystem, path: Path) -> Path:
-    """Write the cells atomically (temporary file, then rename): a failed write leaves nothing."""
-    fields = heat_fields()
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName = "GPKG"
-    options.layerName = "heatmap"
-    tmp = path.with_name(path.stem + ".part.gpkg")
-    writer = QgsVectorFileWriter.create(str(tmp), fields, QgsWkbTypes.Polygon, crs,
-                                        QgsCoordinateTransformContext(), options)
-    if writer.hasError() != QgsVectorFileWriter.NoError:
-        raise OSError(tr("Cannot write the heatmap {path}: {error}").format(
-            path=path, error=writer.errorMessage()))
-    for values, ring in heat_rows(answer.get("question", ""), answer.get("heat_cells")):
-        feature = QgsFeature(fields)
-        feature.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(x, y) for x, y in ring]]))
-        feature.setAttributes(values)
-        writer.addFeature(feature)
-    del writer   # closes the file
-    tmp.replace(path)
-    return path
+def write_heat_gpkg(answer: dict, crs: QgsCoordinateReferenceSystem, path: Path) -> tuple:
+    """Write the cells as a new layer of the GeoPackage `path` (a new file written under a
+    temporary name; a layer added to an existing one in one transaction, under a name no other
+    layer has): a failed write leaves nothing half-written. A GeoPackage that cannot take the layer
+    (locked by another program, read-only, damaged) is said in the note, and the layer goes to a
+    new file beside it. Returns (file, layer name, note or "")."""
+    from .engine import Answer, RsVqaError, write_heatmap_layer
+
+    question = answer.get("question", "")
+    cells = [heat_cell_from_dict(c) if isinstance(c, dict) else c for c in answer.get("heat_cells") or []]
+    # The CRS QGIS shows the raster in (heat_crs), not only the one the engine read.
+    answers = [Answer(question=question, text="", mode="", heat_cells=cells,
+                      crs_wkt=crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL))]
+    base, note = heat_layer_base(question), ""
+    try:
+        target = write_heatmap_layer(answers, path, base=base)
+    except (RsVqaError, RuntimeError, OSError) as exc:
+        if not path.exists():
+            raise OSError(tr("Cannot write the heatmap {path}: {error}").format(path=path, error=exc)) from exc
+        fallback = _stamped(path)
+        try:
+            target = write_heatmap_layer(answers, fallback, base=base)
+        except (RsVqaError, RuntimeError, OSError) as again:
+            raise OSError(tr("Cannot write the heatmap {path}: {error}").format(
+                path=fallback, error=again)) from again
+        note = tr("The heatmap GeoPackage {path} could not take another layer ({error}); this "
+                  "heatmap was written to {fallback} instead.").format(path=path, error=exc,
+                                                                       fallback=fallback)
+    return target.path, target.layer, note
 
 
 def raster_group(project: QgsProject, raster_layer, raster_name: str = "") -> QgsLayerTreeGroup:
@@ -185,12 +215,16 @@ def label_attention_shares(layer: QgsVectorLayer, renderer) -> None:
 
 
 def add_heat_layer(project: QgsProject, raster_layer, answer: dict,
-                   folder: Optional[Path] = None) -> QgsVectorLayer:
-    """GUI thread only: writes the GeoPackage and adds the styled layer to the raster's group."""
+                   folder: Optional[Path] = None, notes: Optional[list] = None) -> QgsVectorLayer:
+    """GUI thread only: writes the heatmap as a layer of the project's GeoPackage and adds it,
+    styled, to the raster's group. What a person should know (the GeoPackage could not be written
+    and another file was used) is appended to `notes`."""
     crs = heat_crs(raster_layer, answer.get("crs_wkt") or "")
-    folder = folder or heatmap_folder(project)
-    path = write_heat_gpkg(answer, crs, folder / (_file_stem(raster_layer.name()) + ".gpkg"))
-    layer = QgsVectorLayer(f"{path}|layername=heatmap",
+    path, layer_name, note = write_heat_gpkg(answer, crs, heatmap_gpkg(project, raster_layer.name(),
+                                                                      folder))
+    if note and notes is not None:
+        notes.append(note)
+    layer = QgsVectorLayer(f"{path}|layername={layer_name}",
                            layer_name_for(answer.get("question", "")) or tr("Where it looked"), "ogr")
     if not layer.isValid():
         raise OSError(tr("The heatmap {path} was written but cannot be opened.").format(path=path))
@@ -199,6 +233,53 @@ def add_heat_layer(project: QgsProject, raster_layer, answer: dict,
     project.addMapLayer(layer, False)
     show_in_raster_group(project, raster_layer, layer)
     return layer
+
+
+def move_unsaved_heatmaps(project: QgsProject) -> dict:
+    """The heat layers whose GeoPackage is in the profile folder (made before the project was
+    first saved) copied into the project's GeoPackage beside it, and the layers re-pointed there
+    (setDataSource keeps their style, id and place). A layer that cannot be copied stays where it
+    is. Returns {layer id: new file}; nothing when the project has no file name."""
+    from .engine import RsVqaError, copy_heatmap_layer
+
+    if not project.fileName():
+        return {}
+    unsaved = unsaved_heatmap_folder().resolve()
+    moved = {}
+    for layer in heat_layers(project):
+        source, _, options = layer.source().partition("|")
+        old = Path(source)
+        if old.resolve().parent != unsaved or not options.startswith("layername="):
+            continue
+        old_layer = options[len("layername="):].split("|")[0]
+        try:
+            target = copy_heatmap_layer(old, old_layer, heatmap_gpkg(project, ""),
+                                        base=old_layer)
+        except (RsVqaError, RuntimeError, OSError):
+            continue   # still readable where it is; the next save tries again
+        subset = layer.subsetString()
+        layer.setDataSource(f"{target.path}|layername={target.layer}", layer.name(), "ogr")
+        layer.setSubsetString(subset)
+        moved[layer.id()] = target.path
+        _drop_layer(old, old_layer)
+    return moved
+
+
+def _drop_layer(path: Path, layer_name: str) -> None:
+    """The moved layer out of the profile folder's GeoPackage. Best effort: a layer left behind
+    costs disk space, never a heatmap. The file itself stays, even empty: QGIS may still hold a
+    pooled connection to it, which would recreate it as an empty file (not a GeoPackage) if it
+    were deleted under it."""
+    from osgeo import gdal
+
+    try:
+        ds = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
+        names = [ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())]
+        if layer_name in names:
+            ds.DeleteLayer(names.index(layer_name))
+        ds = None
+    except (RuntimeError, AttributeError):
+        pass
 
 
 def show_in_raster_group(project: QgsProject, raster_layer, layer: QgsVectorLayer,

@@ -433,3 +433,80 @@ def test_the_dock_sends_the_memory_limit_and_tile_cache_to_the_worker(controller
     # The engine planned against it: the ask is refused before any work, saying the limit.
     turn = controller.current_turns()[-1]
     assert turn.status == "failed" and "memory limit" in turn.message, turn.message
+
+
+# ---- one GeoPackage per project, a layer per question (issue 18) ---------------------------
+def gpkg_layers(path):
+    from osgeo import gdal
+
+    ds = gdal.OpenEx(str(path), gdal.OF_VECTOR)
+    return {ds.GetLayer(i).GetName(): ds.GetLayer(i).GetFeatureCount() for i in range(ds.GetLayerCount())}
+
+
+def test_a_saved_projects_heatmaps_are_layers_of_its_one_geopackage(project, raster_layer, tmp_path):
+    from rs_vqa_plugin.heat_layer import add_heat_layer
+
+    project.setFileName(str(tmp_path / "survey.qgz"))
+    layers = [add_heat_layer(project, raster_layer, token_answer(raster_layer, q, [0.2, 0.5, 0.3]))
+              for q in ("Ships?", "Cars?", "Ships?")]
+    folder = tmp_path / "rs_vqa_heatmaps"
+    assert sorted(p.name for p in folder.glob("*.gpkg")) == ["survey.gpkg"]
+    # The same question twice: two layers, neither overwritten (4 cells each: 3 tokens, 1 tile).
+    assert gpkg_layers(folder / "survey.gpkg") == {"heat_ships": 4, "heat_cars": 4, "heat_ships_2": 4}
+    assert [layer.source().split("|")[1] for layer in layers] == [
+        "layername=heat_ships", "layername=heat_cars", "layername=heat_ships_2"]
+    assert all(layer.isValid() and layer.featureCount() == 3 for layer in layers)   # tokens shown
+
+
+def test_a_locked_geopackage_is_named_and_the_heatmap_goes_to_a_new_file(project, raster_layer,
+                                                                          tmp_path):
+    import sqlite3
+
+    from rs_vqa_plugin.heat_layer import add_heat_layer
+
+    project.setFileName(str(tmp_path / "survey.qgz"))
+    add_heat_layer(project, raster_layer, token_answer(raster_layer, "Ships?", [0.5, 0.5]))
+    gpkg = tmp_path / "rs_vqa_heatmaps" / "survey.gpkg"
+    before = gpkg_layers(gpkg)
+    other = sqlite3.connect(str(gpkg))   # another program holds the file (an edit session)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        notes = []
+        heat = add_heat_layer(project, raster_layer, token_answer(raster_layer, "Cars?", [0.5, 0.5]),
+                              notes=notes)
+    finally:
+        other.rollback()
+        other.close()
+    assert len(notes) == 1 and str(gpkg) in notes[0] and "could not take another layer" in notes[0]
+    written = heat.source().split("|")[0]
+    assert written != str(gpkg) and written in notes[0] and heat.isValid() and heat.featureCount() == 2
+    assert gpkg_layers(gpkg) == before   # nothing half-written into the locked file
+
+
+def test_heatmaps_made_before_the_first_save_move_beside_the_project(controller, project,
+                                                                      raster_layer, tmp_path):
+    from rs_vqa_plugin.gui.history import Turn
+    from rs_vqa_plugin.heat_layer import add_heat_layer, unsaved_heatmap_folder
+
+    assert not project.fileName()
+    heat = add_heat_layer(project, raster_layer, token_answer(raster_layer, "Ships?", [0.2, 0.5, 0.3]))
+    old_file, old_layer = heat.source().split("|")[0], heat.source().split("|")[1][len("layername="):]
+    assert Path(old_file).parent == unsaved_heatmap_folder()
+    controller.conversations.turns(raster_layer.id()).append(Turn(
+        question="Ships?", text="two", status="answered", heat_layer_id=heat.id(), heat_path=old_file))
+    subset, renderer = heat.subsetString(), heat.renderer().type()
+
+    (tmp_path / "site").mkdir()
+    assert project.write(str(tmp_path / "site" / "survey.qgz"))
+    gpkg = tmp_path / "site" / "rs_vqa_heatmaps" / "survey.gpkg"
+    assert heat.source().startswith(f"{gpkg}|layername=heat_ships") and heat.isValid()
+    assert heat.featureCount() == 3 and heat.subsetString() == subset and heat.renderer().type() == renderer
+    assert old_layer not in (gpkg_layers(old_file) if Path(old_file).exists() else {})   # moved, not copied
+    assert controller.current_turns()[-1].heat_path == str(gpkg)
+
+    # Reopened: the saved project points beside itself.
+    layer_id = heat.id()
+    assert project.read(str(tmp_path / "site" / "survey.qgz"))
+    reopened = project.mapLayer(layer_id)
+    assert reopened is not None and reopened.isValid() and reopened.source().startswith(str(gpkg))
+    assert controller.current_turns()[-1].heat_path == str(gpkg)

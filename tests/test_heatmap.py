@@ -11,7 +11,7 @@ from osgeo import ogr, osr
 from rs_vqa_plugin.engine.answer import Answer, HeatCell, answer_from_dict, answer_to_dict
 from rs_vqa_plugin.engine.errors import InputError
 from rs_vqa_plugin.engine.geo import GeoReference
-from rs_vqa_plugin.engine.heatmap import write_heatmap
+from rs_vqa_plugin.engine.heatmap import copy_heatmap_layer, write_heatmap, write_heatmap_layer
 from rs_vqa_plugin.engine.scope import scope_vertices, scope_window, window_from_vertices
 from tests.rasters import ROTATED_GEOTRANSFORM, UTM_GEOTRANSFORM, make_rgb_scene
 
@@ -62,6 +62,42 @@ def test_heatmap_failure_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         write_heatmap([broken], tmp_path / "heat.gpkg")
     assert os.listdir(tmp_path) == []
+
+
+def _layers(path):
+    ds = ogr.Open(str(path))
+    return {ds.GetLayer(i).GetName(): ds.GetLayer(i).GetFeatureCount() for i in range(ds.GetLayerCount())}
+
+
+def test_a_layer_added_to_a_geopackage_takes_a_free_name_or_leaves_the_file_as_it_was(tmp_path):
+    path = tmp_path / "project.gpkg"
+    first = write_heatmap_layer([_answer("q1")], path, base="heat_q")
+    second = write_heatmap_layer([_answer("q1"), _answer("q2")], path, base="heat_q")
+    assert (first.action, first.layer, second.action, second.layer) == (
+        "new-file", "heat_q", "add-layer", "heat_q_2")
+    assert _layers(path) == {"heat_q": 2, "heat_q_2": 4}
+    # A failure half-way through the cells: rolled back, no half-written layer, nothing replaced.
+    broken = _answer()
+    broken.heat_cells.append(HeatCell(ring=[("x", "y")], score=0, level=1, tile=(0, 0), rank=1))
+    with pytest.raises(ValueError):
+        write_heatmap_layer([broken], path, base="heat_q")
+    assert _layers(path) == {"heat_q": 2, "heat_q_2": 4}
+    assert sorted(os.listdir(tmp_path)) == ["project.gpkg"]
+
+
+def test_a_heatmap_layer_is_copied_under_a_free_name(tmp_path):
+    source, target = tmp_path / "profile.gpkg", tmp_path / "project.gpkg"
+    write_heatmap_layer([_answer("q1")], source, base="heat_q")
+    write_heatmap_layer([_answer("q2"), _answer("q3")], target, base="heat_q")
+    copied = copy_heatmap_layer(source, "heat_q", target, base="heat_q")
+    assert (copied.path, copied.layer) == (target, "heat_q_2")
+    assert _layers(target) == {"heat_q": 4, "heat_q_2": 2}
+    ds = ogr.Open(str(target))
+    assert ds.GetLayerByName("heat_q_2").GetSpatialRef().GetAuthorityCode(None) == "32617"
+    ds = None
+    with pytest.raises(InputError, match="no layer 'gone'"):
+        copy_heatmap_layer(source, "gone", target)
+    assert _layers(target) == {"heat_q": 4, "heat_q_2": 2}
 
 
 def test_heatmap_refuses_other_formats(tmp_path):

@@ -38,6 +38,8 @@ _API = {
     "HEAT_FIELDS": ("heatmap", "HEAT_FIELDS"),
     "heat_values": ("heatmap", "heat_values"),
     "ogr_polygon": ("heatmap", "ogr_polygon"),
+    "write_heatmap_layer": ("heatmap", "write_heatmap_layer"),
+    "copy_heatmap_layer": ("heatmap", "copy_heatmap_layer"),
     # overviews
     "build_overviews": ("overviews", "build_overviews"),
     "default_overview_cache_dir": ("overviews", "default_cache_dir"),

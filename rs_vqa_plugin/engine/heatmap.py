@@ -114,28 +114,29 @@ def _gpkg_layer_names(path: Path) -> Optional[List[str]]:
     return names
 
 
-def heatmap_target(path, layer: Optional[str] = None, overwrite: bool = False) -> HeatmapTarget:
+def heatmap_target(path, layer: Optional[str] = None, overwrite: bool = False,
+                   base: str = LAYER_NAME) -> HeatmapTarget:
     """What writing a heatmap at `path` would do, following GDAL's convention: an existing file is
     refused unless `overwrite`; an existing GeoPackage gets a new layer (`layer`, or the first free
-    name of heatmap, heatmap_2, ...), and `overwrite` replaces only the layer of that name."""
+    name of `base`, `base`_2, ...), and `overwrite` replaces only the layer of that name."""
     from .output_paths import check_output_file
 
     path = Path(path)
     driver = _driver_for(path)
     check_output_file(path, "The heatmap")
     if not path.exists():
-        return HeatmapTarget(path, layer or LAYER_NAME, "new-file")
+        return HeatmapTarget(path, layer or base, "new-file")
     if driver != "GPKG":
         if not overwrite:
             raise InputError(f"The heatmap file {path} already exists: choose another name, or pass "
                              "--overwrite to replace it.")
-        return HeatmapTarget(path, layer or LAYER_NAME, "replace-file")
+        return HeatmapTarget(path, layer or base, "replace-file")
     names = _gpkg_layer_names(path)
     if names is None:
         if not overwrite:
             raise InputError(f"{path} already exists and is not a GeoPackage that can be written: "
                              "choose another name, or pass --overwrite to replace the file.")
-        return HeatmapTarget(path, layer or LAYER_NAME, "replace-file")
+        return HeatmapTarget(path, layer or base, "replace-file")
     lowered = {n.lower() for n in names}      # GeoPackage table names compare case-insensitively
     if layer:
         if layer.lower() not in lowered:
@@ -144,12 +145,12 @@ def heatmap_target(path, layer: Optional[str] = None, overwrite: bool = False) -
             raise InputError(f"{path} already has a layer '{layer}': choose another layer name, or "
                              "pass --overwrite to replace that layer (the others are kept).")
         return HeatmapTarget(path, layer, "replace-layer")
-    if overwrite and LAYER_NAME in lowered:
-        return HeatmapTarget(path, LAYER_NAME, "replace-layer")
-    name, number = LAYER_NAME, 1
+    if overwrite and base.lower() in lowered:
+        return HeatmapTarget(path, base, "replace-layer")
+    name, number = base, 1
     while name.lower() in lowered:
         number += 1
-        name = f"{LAYER_NAME}_{number}"
+        name = f"{base}_{number}"
     return HeatmapTarget(path, name, "add-layer")
 
 
@@ -200,8 +201,9 @@ def _fill_layer(ds, name: str, srs, answers: Sequence[Answer]) -> None:
         layer = ds = None
 
 
-def _write_file(answers, target: HeatmapTarget, srs) -> None:
-    """A whole new file, written under a temporary name and renamed when complete."""
+def _write_file(target: HeatmapTarget, fill) -> None:
+    """A whole new file, written under a temporary name and renamed when complete; `fill(ds,
+    layer name)` makes its layer."""
     from osgeo import ogr
 
     path = target.path
@@ -213,7 +215,7 @@ def _write_file(answers, target: HeatmapTarget, srs) -> None:
         if ds is None:
             raise InputError(f"Cannot create {path} (OGR {driver_name} refused it): check that "
                              "the folder is writable.")
-        _fill_layer(ds, target.layer, srs, answers)
+        fill(ds, target.layer)
         ds = None   # flush and close before the rename
         os.replace(tmp, path)
     except BaseException:
@@ -223,7 +225,7 @@ def _write_file(answers, target: HeatmapTarget, srs) -> None:
         raise
 
 
-def _write_layer(answers, target: HeatmapTarget, srs) -> None:
+def _write_layer(target: HeatmapTarget, fill) -> None:
     """One layer added to (or replacing its namesake in) an existing GeoPackage, in one
     transaction: a failure leaves the file as it was."""
     from osgeo import gdal
@@ -235,7 +237,7 @@ def _write_layer(answers, target: HeatmapTarget, srs) -> None:
             if target.action == "replace-layer":
                 names = [ds.GetLayer(i).GetName().lower() for i in range(ds.GetLayerCount())]
                 ds.DeleteLayer(names.index(target.layer.lower()))
-            _fill_layer(ds, target.layer, srs, answers)
+            fill(ds, target.layer)
             ds.CommitTransaction()
         except BaseException:
             ds.RollbackTransaction()
@@ -244,21 +246,69 @@ def _write_layer(answers, target: HeatmapTarget, srs) -> None:
         ds = None
 
 
+def _write(target: HeatmapTarget, fill) -> HeatmapTarget:
+    if target.action in ("new-file", "replace-file"):
+        _write_file(target, fill)
+    else:
+        _write_layer(target, fill)
+    return target
+
+
 def write_heatmap(answers: Iterable[Answer], path, layer: Optional[str] = None,
                   overwrite: bool = False) -> Path:
     """One polygon per heat cell of every answer; the CRS is the first answer's raster CRS.
 
     A new file, or a new layer in an existing GeoPackage (see heatmap_target); an existing file
     or layer is replaced only when `overwrite` is true."""
+    return write_heatmap_layer(answers, path, layer, overwrite).path
+
+
+def write_heatmap_layer(answers: Iterable[Answer], path, layer: Optional[str] = None,
+                        overwrite: bool = False, base: str = LAYER_NAME) -> HeatmapTarget:
+    """write_heatmap, saying where it went: the file and the layer (the first free name of
+    `base` when no `layer` is named)."""
     from osgeo import ogr, osr
 
     ogr.UseExceptions()
     osr.UseExceptions()
     answers = list(answers)
-    target = heatmap_target(path, layer, overwrite)
     srs = _spatial_reference(answers)
-    if target.action in ("new-file", "replace-file"):
-        _write_file(answers, target, srs)
-    else:
-        _write_layer(answers, target, srs)
-    return target.path
+    return _write(heatmap_target(path, layer, overwrite, base),
+                  lambda ds, name: _fill_layer(ds, name, srs, answers))
+
+
+def copy_heatmap_layer(source, source_layer: str, path, base: str = LAYER_NAME) -> HeatmapTarget:
+    """The layer `source_layer` of the GeoPackage `source` copied into `path`, as its first free
+    name of `base`: a new file, or a new layer of an existing GeoPackage added in one transaction
+    (no other layer is touched; a failure leaves `path` as it was)."""
+    from osgeo import gdal, ogr
+
+    ogr.UseExceptions()
+    source_ds = gdal.OpenEx(str(source), gdal.OF_VECTOR, allowed_drivers=["GPKG"])
+    try:
+        layer = source_ds.GetLayerByName(source_layer)
+        if layer is None:
+            raise InputError(f"{source} has no layer '{source_layer}' to copy.")
+        return _write(heatmap_target(path, None, False, base),
+                      lambda ds, name: _copy_layer(ds, name, layer))
+    finally:
+        layer = source_ds = None
+
+
+def _copy_layer(ds, name: str, source) -> None:
+    """`source` (a layer) copied feature by feature into `ds` as `name`: inside the caller's
+    transaction (OGR's CopyLayer starts transactions of its own)."""
+    from osgeo import ogr
+
+    layer = ds.CreateLayer(name, source.GetSpatialRef(), source.GetGeomType())
+    try:
+        definition = source.GetLayerDefn()
+        for index in range(definition.GetFieldCount()):
+            layer.CreateField(definition.GetFieldDefn(index))
+        source.ResetReading()
+        for feature in source:
+            copy = ogr.Feature(layer.GetLayerDefn())
+            copy.SetFrom(feature)
+            layer.CreateFeature(copy)
+    finally:
+        layer = ds = None

@@ -17,7 +17,7 @@ from ..settings import load_settings, save_settings
 from .ask_task import AskTask, drop_completion_notice
 from .dock import ChatDock
 from ..ask_inputs import raster_source_problem
-from ..heat_layer import GROUP_PREFIX, add_heat_layer, heat_layers
+from ..heat_layer import GROUP_PREFIX, add_heat_layer, heat_layers, move_unsaved_heatmaps
 from .history import Conversations, Turn, export_csv, export_markdown, waited_stats
 from .models import check_bundle, find_bundles, is_demo_model
 from .scope import ScopeError, resolve_scope
@@ -87,6 +87,8 @@ class DockController(QObject):
         self._connect(QgsApplication.taskManager().statusChanged, self._on_task_status)
         self._connect(self.project.readProject, self._on_project_read)
         self._connect(self.project.cleared, self._on_project_cleared)
+        # Emitted before the layers are written: heatmaps re-pointed here are saved pointing there.
+        self._connect(self.project.writeProject, lambda _doc: self._move_unsaved_heatmaps())
         self._connect(self.project.layersAdded, lambda _layers: self._hide_heat_from_scope())
         # "Show/Hide where it looked" follows the layers panel too.
         self._connect(self.project.layerTreeRoot().visibilityChanged, lambda _node: self.refresh())
@@ -262,9 +264,11 @@ class DockController(QObject):
         layer = self.project.mapLayer(running.layer_id)
         status, error = self.tr("Answered."), False
         if layer is not None and answer.get("heat_cells"):
+            notes = []
             try:
-                heat = add_heat_layer(self.project, layer, answer)
+                heat = add_heat_layer(self.project, layer, answer, notes=notes)
                 turn.heat_layer_id, turn.heat_path = heat.id(), heat.source().split("|")[0]
+                turn.note = "\n".join(n for n in (turn.note, *notes) if n)
             except OSError as exc:
                 status, error = self.tr("Answered, but the heatmap could not be added: {e}").format(
                     e=exc), True
@@ -433,6 +437,17 @@ class DockController(QObject):
         if path:
             self.dock.show_status(self.tr("Exported to {path}").format(
                 path=self.export_history(fmt, path)))
+
+    def _move_unsaved_heatmaps(self) -> None:
+        """Heatmaps made before the project's first save go beside it as it is saved."""
+        moved = move_unsaved_heatmaps(self.project)
+        if not moved:
+            return
+        for turns in self.conversations.by_layer.values():
+            for turn in turns:
+                if turn.heat_layer_id in moved:
+                    turn.heat_path = str(moved[turn.heat_layer_id])
+        self.conversations.save_to_project(self.project)
 
     def _on_project_read(self, *_args) -> None:
         self.conversations = Conversations.load_from_project(self.project)
