@@ -240,7 +240,7 @@ def move_unsaved_heatmaps(project: QgsProject) -> dict:
     first saved) copied into the project's GeoPackage beside it, and the layers re-pointed there
     (setDataSource keeps their style, id and place). A layer that cannot be copied stays where it
     is. Returns {layer id: new file}; nothing when the project has no file name."""
-    from .engine import RsVqaError, copy_heatmap_layer
+    from .engine import RsVqaError, copy_heatmap_layer, delete_heatmap_layer
 
     if not project.fileName():
         return {}
@@ -261,25 +261,13 @@ def move_unsaved_heatmaps(project: QgsProject) -> dict:
         layer.setDataSource(f"{target.path}|layername={target.layer}", layer.name(), "ogr")
         layer.setSubsetString(subset)
         moved[layer.id()] = target.path
-        _drop_layer(old, old_layer)
+        # Moved, not copied. The file stays, even empty: QGIS may still hold a pooled connection
+        # to it, which would recreate it as an empty file (not a GeoPackage) if it were deleted.
+        try:
+            delete_heatmap_layer(old, old_layer)
+        except (RsVqaError, RuntimeError, OSError):
+            pass   # a layer left behind in the profile folder costs disk space, never a heatmap
     return moved
-
-
-def _drop_layer(path: Path, layer_name: str) -> None:
-    """The moved layer out of the profile folder's GeoPackage. Best effort: a layer left behind
-    costs disk space, never a heatmap. The file itself stays, even empty: QGIS may still hold a
-    pooled connection to it, which would recreate it as an empty file (not a GeoPackage) if it
-    were deleted under it."""
-    from osgeo import gdal
-
-    try:
-        ds = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
-        names = [ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())]
-        if layer_name in names:
-            ds.DeleteLayer(names.index(layer_name))
-        ds = None
-    except (RuntimeError, AttributeError):
-        pass
 
 
 def show_in_raster_group(project: QgsProject, raster_layer, layer: QgsVectorLayer,

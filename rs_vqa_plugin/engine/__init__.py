@@ -40,6 +40,7 @@ _API = {
     "ogr_polygon": ("heatmap", "ogr_polygon"),
     "write_heatmap_layer": ("heatmap", "write_heatmap_layer"),
     "copy_heatmap_layer": ("heatmap", "copy_heatmap_layer"),
+    "delete_heatmap_layer": ("heatmap", "delete_heatmap_layer"),
     # overviews
     "build_overviews": ("overviews", "build_overviews"),
     "default_overview_cache_dir": ("overviews", "default_cache_dir"),

@@ -312,3 +312,18 @@ def _copy_layer(ds, name: str, source) -> None:
             layer.CreateFeature(copy)
     finally:
         layer = ds = None
+
+
+def delete_heatmap_layer(path, layer: str) -> None:
+    """The layer `layer` deleted from the GeoPackage `path` (the others kept); nothing when it
+    has no such layer."""
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    ds = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
+    try:
+        names = [ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())]
+        if layer in names:
+            ds.DeleteLayer(names.index(layer))
+    finally:
+        ds = None
