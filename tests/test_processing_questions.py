@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rs_vqa_plugin.engine.errors import InputError
-from rs_vqa_plugin.processing.questions import Question, parse_questions
+from rs_vqa_plugin.engine.question_files import Question, parse_questions
 
 
 def test_typed_lines_skip_blanks():

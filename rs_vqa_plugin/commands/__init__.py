@@ -1,7 +1,8 @@
 """The CLI dispatcher. Each command lives in its own module of this package, imported only when run.
 
 A command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
-Errors derived from RsVqaError are printed as plain messages (exit code 2); cancellation exits 130.
+Errors derived from RsVqaError are printed as plain messages (exit code 2); cancellation and
+Ctrl-C exit 130.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ COMMANDS = {
     "distill": "distill",
     "ask": "ask",
     "eval": "evaluate",
+    "batch": "batch",
     "cost": "cost",
     "synth-scene": "synth_scene",
     "synth-questions": "synth_questions",
@@ -72,6 +74,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args._module.run(args) or 0)
     except Cancelled as exc:
         print(f"rs-vqa: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("rs-vqa: interrupted.", file=sys.stderr)
         return 130
     except RsVqaError as exc:
         print(f"rs-vqa: error: {exc}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""`eval QUESTIONS.jsonl --images DIR`: answer an LRS-VQA question file (resumable, sharded) and score it."""
+"""`eval QUESTIONS.jsonl --images DIR`: answer an LRS-VQA question file (resumable, sharded, here
+or on a Ray cluster with --ray) and score it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ HELP = "run an LRS-VQA question file and score it (accuracy per category, OA, AA
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .ask import MODES, add_tile_cache_argument
+    from .pool_options import add_pool_arguments
 
     parser.add_argument("questions", help="questions in the LRS-VQA jsonl format")
     parser.add_argument("--images", help="folder holding the questions' images")
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="combine these shard answer files into --answers and score, no model run")
     parser.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_pool_arguments(parser)
 
 
 def default_answers_path(questions: Path, mode: str, shard) -> Path:
@@ -50,12 +53,15 @@ def run(args) -> int:
     from ..engine.evaluate import (check_answers_path, load_questions, merge_answer_files,
                                    parse_shard, read_answers, select_shard)
     from ..engine.scoring import format_scores, score_records
+    from .pool_options import ray_settings
 
     questions_path = Path(args.questions)
+    ray_settings(args)   # its options checked before any work
     shard = parse_shard(args.shard)
     answers_path = Path(args.answers) if args.answers else default_answers_path(
         questions_path, args.mode, None if args.merge else shard)
 
+    failed = 0
     if args.merge:
         questions = load_questions(questions_path)
         check_answers_path(answers_path, questions_path)
@@ -77,37 +83,65 @@ def run(args) -> int:
         questions = load_questions(questions_path, args.images)
         scope = select_shard(questions, shard)
         check_answers_path(answers_path, questions_path, args.images, questions)
-        _answer(args, scope, answers_path)
-
+        failed = _answer(args, scope, answers_path)
     scores = score_records(scope, read_answers(answers_path).values())
     scores["answers"] = str(answers_path)
     if args.json:
         print(json.dumps(scores))
     else:
         print(format_scores(scores))
-    return 0
+    return 1 if failed else 0
 
 
-def _answer(args, questions, answers_path: Path) -> None:
-    from ..engine.evaluate import run_questions
-    from ..engine.pipeline import AskOptions, Engine
+def _answer(args, questions, answers_path: Path) -> int:
+    """Answer what answers_path lacks, here or on Ray; returns how many questions failed."""
+    from ..engine.answer_worker import group_units
+    from ..engine.batch_run import FailureLog, RunProgress, drive, failures_path
+    from ..engine.evaluate import answer_record, open_answers_log, pending_units, read_answers
+    from ..engine.pipeline import AskOptions
     from .ask import resolve_model
+    from .pool_options import answer_pool
 
+    done = read_answers(answers_path)
+    units = pending_units(questions, args.images, done)
+    if not units:
+        if not args.quiet:
+            print(f"every question is answered in {answers_path} already", file=sys.stderr)
+        return 0
     model = resolve_model(args.model)
-    if not args.quiet:
-        print(f"loading the model from {model}", file=sys.stderr)
-    engine = Engine(model, device=args.device, tile_cache_mb=args.tile_cache_mb, dtype=args.dtype)
     options = AskOptions(mode=args.mode, alpha=args.alpha, n_max=args.n_max, level=args.level,
                          max_new_tokens=args.max_new_tokens, overview_cache_dir=args.cache_dir,
                          selection=args.selection)
+    progress = RunProgress(total=len(questions), already=len(questions) - len(units))
+    failures = FailureLog(failures_path(answers_path))
 
-    def on_answer(done: int, total: int, record: dict) -> None:
-        if not args.quiet:
-            print(f"[{done}/{total}] {record['question_id']}: {record['text']!r} "
-                  f"(truth {record.get('ground_truth')!r}, {record['llm_vision_tokens']} image "
-                  f"tokens, {record['tiles_encoded']} tiles encoded, {record['tiles_from_cache']} "
-                  f"from the cache, {record['seconds']:.1f} s)", file=sys.stderr)
+    def report(line: str, outcome) -> None:
+        if args.quiet:
+            return
+        question = outcome.unit.meta["question"]
+        if outcome.failed:
+            print(f"{line} {question['question_id']} ({question['image']}) FAILED: {outcome.error}",
+                  file=sys.stderr, flush=True)
+            return
+        trace = outcome.answer.trace
+        print(f"{line} {question['question_id']}: {outcome.answer.text!r} "
+              f"(truth {question.get('ground_truth')!r}, {trace.get('llm_vision_tokens')} image "
+              f"tokens, {trace.get('tiles_encoded')} tiles encoded, {trace.get('tiles_from_cache')} "
+              f"from the cache, {(trace.get('seconds') or {}).get('total', 0):.1f} s)",
+              file=sys.stderr, flush=True)
 
-    count = run_questions(engine, questions, args.images, answers_path, options, on_answer=on_answer)
+    with answer_pool(args, model, options, keep_heat_cells=False, quiet=args.quiet) as pool, \
+            open_answers_log(answers_path, done) as log:
+        def write(outcome) -> None:
+            log.write(json.dumps(answer_record(outcome.unit.meta["question"], outcome.answer)) + "\n")
+            log.flush()
+
+        counts = drive(pool, group_units(units), write, failures, lambda unit: unit.key,
+                       progress, report, kept_in=str(answers_path))
     if not args.quiet:
-        print(f"{count} new answers in {answers_path}", file=sys.stderr)
+        print(f"{counts.answered} new answers in {answers_path} ({counts.seconds:.1f} s)",
+              file=sys.stderr)
+    if counts.failed:
+        print(f"{counts.failed} questions failed on {len(failures.rasters)} images: see "
+              f"{failures.path} (a rerun asks them again)", file=sys.stderr)
+    return counts.failed

@@ -53,6 +53,9 @@ _API = {
     "read_utf8_text": ("textfile", "read_utf8_text"),
     "spreadsheet_safe": ("csv_cells", "spreadsheet_safe"),
     "spreadsheet_safe_row": ("csv_cells", "spreadsheet_safe_row"),
+    # questions typed, or read from a .txt / .csv / .jsonl file
+    "parse_questions": ("question_files", "parse_questions"),
+    "looks_like_question_file": ("question_files", "looks_like_question_file"),
     # evaluation
     "load_questions": ("evaluate", "load_questions"),
     "question_image": ("evaluate", "question_image"),

@@ -196,23 +196,44 @@ def grouped_by_image(questions: Sequence[dict]) -> List[dict]:
     return sorted(questions, key=lambda q: first[q["image"]])
 
 
-def run_questions(engine, questions: Sequence[dict], images_dir, answers_path, options,
-                  on_answer: Optional[Callable[[int, int, dict], None]] = None,
-                  events: Optional[EventSink] = None, cancel: Optional[CancelToken] = None) -> int:
-    """Answer the questions not yet in answers_path, appending one line each; returns how many."""
-    images_dir = Path(images_dir)
-    answers_path = Path(answers_path)
-    done = read_answers(answers_path)
+def _pending(questions: Sequence[dict], images_dir: Path, done: Dict[str, dict]) -> List[dict]:
+    """The questions not answered yet, grouped by image; InputError when images are missing."""
     todo = grouped_by_image([q for q in questions if str(q["question_id"]) not in done])
     missing = sorted({q["image"] for q in todo
                       if not question_image(images_dir, q["image"]).is_file()})
     if missing:
         raise InputError(f"{len(missing)} image(s) are not in {images_dir}, e.g. {missing[0]}: "
                          "check --images.")
+    return todo
+
+
+def open_answers_log(answers_path, done: Dict[str, dict]):
+    """The answers file opened for appending (its torn last line dropped first)."""
+    answers_path = Path(answers_path)
     _rewrite_complete(answers_path, done)
     answers_path.parent.mkdir(parents=True, exist_ok=True)
+    return answers_path.open("a", encoding="utf-8")
+
+
+def pending_units(questions: Sequence[dict], images_dir, done: Dict[str, dict]) -> list:
+    """WorkUnits (answer_worker.py) of the questions not answered yet, grouped by image."""
+    from .answer_worker import WorkUnit
+
+    images_dir = Path(images_dir)
+    return [WorkUnit(key=str(q["question_id"]), raster=str(question_image(images_dir, q["image"])),
+                     question=q["text"], group=q["image"], meta={"question": q})
+            for q in _pending(questions, images_dir, done)]
+
+
+def run_questions(engine, questions: Sequence[dict], images_dir, answers_path, options,
+                  on_answer: Optional[Callable[[int, int, dict], None]] = None,
+                  events: Optional[EventSink] = None, cancel: Optional[CancelToken] = None) -> int:
+    """Answer the questions not yet in answers_path, appending one line each; returns how many."""
+    images_dir = Path(images_dir)
+    done = read_answers(answers_path)
+    todo = _pending(questions, images_dir, done)
     count = 0
-    with answers_path.open("a", encoding="utf-8") as log:
+    with open_answers_log(answers_path, done) as log:
         for index, question in enumerate(todo):
             if cancel is not None:
                 cancel.raise_if_cancelled()

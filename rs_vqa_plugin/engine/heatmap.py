@@ -154,7 +154,7 @@ def heatmap_target(path, layer: Optional[str] = None, overwrite: bool = False,
     return HeatmapTarget(path, name, "add-layer")
 
 
-def _spatial_reference(answers: Sequence[Answer]):
+def spatial_reference(answers: Sequence[Answer]):
     from osgeo import osr
 
     crs_wkt = next((a.crs_wkt for a in answers if a.crs_wkt), "")
@@ -179,22 +179,38 @@ def ogr_polygon(ring):
     return polygon
 
 
-def _fill_layer(ds, name: str, srs, answers: Sequence[Answer]) -> None:
+def create_heat_layer(ds, name: str, srs, question_id: bool = False):
+    """A polygon layer with the heat cell fields (and question_id first, for batch files)."""
     from osgeo import ogr
 
     kinds = {"string": ogr.OFTString, "real": ogr.OFTReal, "integer": ogr.OFTInteger}
     layer = ds.CreateLayer(name, srs, ogr.wkbPolygon)
+    for field, kind in ((("question_id", "string"),) if question_id else ()) + HEAT_FIELDS:
+        layer.CreateField(ogr.FieldDefn(field, kinds[kind]))
+    return layer
+
+
+def add_heat_cells(layer, answer: Answer, question_id: Optional[str] = None) -> None:
+    """One feature per heat cell of `answer`."""
+    from osgeo import ogr
+
+    definition = layer.GetLayerDefn()
+    names = [name for name, _kind in HEAT_FIELDS]
+    for cell in answer.heat_cells:
+        feature = ogr.Feature(definition)
+        if question_id is not None:
+            feature.SetField("question_id", question_id)
+        for name, value in zip(names, heat_values(answer.question, cell)):
+            feature.SetField(name, value)
+        feature.SetGeometry(ogr_polygon(cell.ring))
+        layer.CreateFeature(feature)
+
+
+def _fill_layer(ds, name: str, srs, answers: Sequence[Answer]) -> None:
+    layer = create_heat_layer(ds, name, srs)
     try:
-        for field, kind in HEAT_FIELDS:
-            layer.CreateField(ogr.FieldDefn(field, kinds[kind]))
-        definition = layer.GetLayerDefn()
         for answer in answers:
-            for cell in answer.heat_cells:
-                feature = ogr.Feature(definition)
-                for index, value in enumerate(heat_values(answer.question, cell)):
-                    feature.SetField(index, value)
-                feature.SetGeometry(ogr_polygon(cell.ring))
-                layer.CreateFeature(feature)
+            add_heat_cells(layer, answer)
     finally:
         # A traceback keeps this frame alive: drop the layer and the dataset so the caller's
         # close really closes the file.
@@ -272,7 +288,7 @@ def write_heatmap_layer(answers: Iterable[Answer], path, layer: Optional[str] = 
     ogr.UseExceptions()
     osr.UseExceptions()
     answers = list(answers)
-    srs = _spatial_reference(answers)
+    srs = spatial_reference(answers)
     return _write(heatmap_target(path, layer, overwrite, base),
                   lambda ds, name: _fill_layer(ds, name, srs, answers))
 

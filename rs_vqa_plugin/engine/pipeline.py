@@ -110,7 +110,9 @@ class Engine:
     """The vision encoder, RFM and LLM of one bundle, loaded once and reused between questions."""
 
     def __init__(self, bundle_dir, device: str = "auto", events: Optional[EventSink] = None,
-                 tile_cache_mb: float = DEFAULT_MB, dtype: Optional[str] = None):
+                 tile_cache_mb: float = DEFAULT_MB, dtype: Optional[str] = None, threads: int = 0):
+        """threads: ONNX Runtime's threads per session (0: its default, every core); several
+        engines on one machine (Ray actors) each get their share."""
         from .bundle import load_bundle
         from .llm import LanguageModel
         from .rfm import RegionFocus
@@ -119,8 +121,8 @@ class Engine:
         self.events = events
         self.bundle = load_bundle(bundle_dir)
         self.manifest = self.bundle.manifest
-        self.vision = VisionEncoder(self.bundle, device)
-        self.rfm = RegionFocus(self.bundle, device)
+        self.vision = VisionEncoder(self.bundle, device, threads)
+        self.rfm = RegionFocus(self.bundle, device, threads)
         self.llm = LanguageModel(self.bundle, device, dtype)
         config = self.bundle.llm_config.get("text_config") or self.bundle.llm_config
         self.dims = ModelDims(hidden=int(self.manifest.hidden_size),

@@ -160,8 +160,7 @@ class AskAlgorithm(QgsProcessingAlgorithm):
 
     # -- checks before any heavy work ---------------------------------------------------------
     def _questions(self, parameters, context):
-        from ..engine import InputError
-        from .questions import parse_questions
+        from ..engine import InputError, parse_questions
 
         try:
             return parse_questions(self.parameterAsString(parameters, "QUESTIONS", context))
@@ -188,9 +187,8 @@ class AskAlgorithm(QgsProcessingAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def _destination_problem(self, parameters, context):
-        from ..engine import raster_files
+        from ..engine import looks_like_question_file, raster_files
         from .output_checks import destination_problem
-        from .questions import looks_like_question_file
 
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         inputs = [("the input raster", f) for f in (raster_files(layer.source()) if layer else [])]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
-from ..engine import InputError, read_utf8_text
+from .errors import InputError
+from .textfile import read_utf8_text
 
 QUESTION_FILE_SUFFIXES = (".csv", ".jsonl", ".txt")
 # Column / key names accepted for the question text, in order of preference (LRS-VQA uses "text").
