@@ -1,4 +1,4 @@
-"""`doctor`: report the stack (QGIS, GDAL arrays, torch, transformers, onnxruntime) and the device."""
+"""`doctor`: report the stack (QGIS, GDAL arrays, torch, transformers, onnxruntime, Ray) and the device."""
 
 from __future__ import annotations
 
@@ -59,6 +59,13 @@ def collect(check_qgis: bool = True) -> dict:
     for name in ("torch", "transformers", "onnxruntime"):
         if isinstance(packages[name], str) and packages[name].startswith(("ModuleNotFound", "Import")):
             report["problems"].append(f"{name} is missing: {runtime_setup_advice()}.")
+    # Only `eval --ray` / `batch --ray` need Ray: reported, never a problem; not imported here.
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        packages["ray"] = version("ray")
+    except PackageNotFoundError:
+        packages["ray"] = None
     if torch is not None:
         report["torch_device"] = "cuda" if torch.cuda.is_available() else "cpu"
     if ort is not None:
