@@ -1,7 +1,8 @@
 """No network and nothing written under ~/.cache when a question is answered (issue: "Nothing
 lost, nothing leaked"): ONNX Runtime's telemetry (DNS look-ups of a Microsoft events host every
 few seconds, a device id and an events database under ~/.cache) and huggingface_hub's must stay
-off, whatever the caller's environment says.
+off, whatever the caller's environment says. A `--ray local` run talks to its own cluster over
+the loopback address only: no usage stats, no cloud metadata probes, no token under ~/.ray.
 
 Each run is a subprocess with a fresh HOME and none of the offline switches in its environment,
 traced with strace (system calls: C-level look-ups in ONNX Runtime's own threads too). A control
@@ -62,6 +63,17 @@ def _internet_calls(trace: Path) -> list:
     if not STRACE:
         return []
     return [line for line in trace.read_text().splitlines() if "AF_INET" in line]
+
+
+LOOPBACK = ('"127.0.0.1"', '"::1"', '"::ffff:127.0.0.1"')
+
+
+def _off_machine_calls(trace: Path) -> list:
+    """Connects, sends and binds to an IP address other than this machine's loopback (a Ray
+    cluster's processes talk to each other over TCP on the loopback address)."""
+    return [line for line in _internet_calls(trace)
+            if ("connect(" in line or "sendto(" in line or "bind(" in line)
+            and ("_addr=" in line or "inet_pton(" in line) and not any(a in line for a in LOOPBACK)]
 
 
 def _written_under(home: Path) -> list:
@@ -146,3 +158,44 @@ def test_the_worker_uses_no_network_while_it_answers_and_idles(tiny_bundle, scen
     assert _written_under(home) == []
     assert _internet_calls(trace) == []
     _check_control(control, tmp_path)
+
+
+def _ray_control(tmp_path: Path) -> subprocess.Popen:
+    """Plain Ray with usage stats off, as its documentation says: what the checks must catch."""
+    home = tmp_path / "ray-control-home"
+    home.mkdir()
+    env = dict(_environment(home), RAY_USAGE_STATS_ENABLED="0")
+    code = ("import time, ray\n"
+            "ray.init(num_cpus=1, include_dashboard=False)\n"
+            "time.sleep(3)\n"
+            "ray.shutdown()\n")
+    return subprocess.Popen(_traced([sys.executable, "-c", code], tmp_path / "ray-control.trace"),
+                            env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def test_a_local_ray_run_talks_only_to_this_machine_and_writes_nothing_home(tiny_bundle, scene,
+                                                                           tmp_path):
+    control = _ray_control(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "q.txt").write_text("What is here?\n")
+    trace = tmp_path / "ray.trace"
+    command = [sys.executable, "-m", "rs_vqa_plugin", "batch", "q.txt", str(scene), "--out",
+               "out.jsonl", "--model", str(tiny_bundle), "--device", "cpu", "--max-new-tokens", "2",
+               "--ray", "local", "--actors", "1", "--threads-per-actor", "1"]
+    done = subprocess.run(_traced(command, trace), env=_environment(home), cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1
+    assert _written_under(home) == []
+    if STRACE:
+        assert _internet_calls(trace), "no loopback traffic seen: the trace missed Ray"
+    assert _off_machine_calls(trace) == []
+
+    assert control.wait(120) == 0
+    assert ".ray/auth_token" in _written_under(tmp_path / "ray-control-home"), \
+        "control: Ray wrote no token under HOME (the HOME check would miss it)"
+    if STRACE:
+        assert _off_machine_calls(tmp_path / "ray-control.trace"), \
+            "control: Ray made no off-machine call (the strace check would miss its probes)"

@@ -1,4 +1,4 @@
-"""The plugin loads, starts and unloads in real QGIS without torch/transformers/onnxruntime, leaving nothing.
+"""The plugin loads, starts and unloads in real QGIS without torch/transformers/onnxruntime/Ray, leaving nothing.
 
 The load cycle runs in a fresh interpreter whose sitecustomize hides the ML stack (any attempt to
 import it is recorded and fails), through qgis.utils' own loadPlugin/startPlugin/unloadPlugin, as
@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.qgis, pytest.mark.subprocess]
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = "rs_vqa_plugin"
-HIDDEN = ("torch", "transformers", "onnxruntime", "onnx", "onnxscript", "tokenizers", "safetensors")
+HIDDEN = ("torch", "transformers", "onnxruntime", "onnx", "onnxscript", "tokenizers", "safetensors",
+          "ray")
 
 SITECUSTOMIZE = textwrap.dedent(f"""
     # Written by tests/test_plugin_load.py: the ML stack is not importable in this interpreter.
