@@ -58,6 +58,8 @@ def answer_pool(args, model, options, keep_heat_cells: bool, quiet: bool):
                          tile_cache_mb=args.tile_cache_mb, keep_heat_cells=keep_heat_cells,
                          dtype=args.dtype)
     settings = ray_settings(args)
+    if settings is not None and args.device == "cpu" and settings.gpus_per_actor is None:
+        settings.gpus_per_actor = 0.0     # actors that run on CPUs hold no GPU
     if settings is None:
         say(f"loading the model from {model}")
         pool = LocalPool(AnswerWorker(**worker_kwargs))
