@@ -19,6 +19,7 @@ from rs_vqa_plugin.engine.batch_outputs import read_rows
 from tests.rasters import make_rgb_scene
 
 pytest_plugins = ["tests.fixtures_models"]
+pytestmark = pytest.mark.subprocess     # a Ray cluster is processes (and one test runs the CLI)
 REPO = Path(__file__).resolve().parent.parent
 # Actors sharing the 2 CPUs with the driver (fractional CPUs: nothing waits for a free core).
 RAY = ["--ray", "local", "--cpus-per-actor", "0.5", "--threads-per-actor", "1"]
