@@ -48,6 +48,24 @@ def test_ray_options_are_checked_before_any_work(capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.txt"]
 
 
+def test_an_address_where_nothing_answers_fails_at_once(capsys, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:      # a port nothing listens on any more
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "q.txt").write_text("How many ships?\n")
+    make_rgb_scene(tmp_path / "a.tif", size=64)
+    base = ["batch", str(tmp_path / "q.txt"), str(tmp_path / "a.tif"), "--out",
+            str(tmp_path / "out.csv"), "--model", str(tmp_path)]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    (tmp_path / "manifest.json").write_text("{}")   # resolve_model only wants the folder
+    for address in ("auto", f"ray://127.0.0.1:{port}"):
+        assert main(base + ["--ray", address]) == 2
+        assert f"nothing answers at 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_rasters_from_files_folders_and_globs(tmp_path):
     from rs_vqa_plugin.engine.raster_list import list_rasters
 

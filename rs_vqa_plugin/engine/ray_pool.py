@@ -93,6 +93,8 @@ def connect(address: str, num_cpus: Optional[float] = None,
     ray = _ray()
     if ray.is_initialized():
         raise InputError(f"--ray {address}: this process is already connected to a Ray cluster.")
+    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address[len("ray://"):]
+    _check_reachable(address, target)
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -103,6 +105,21 @@ def connect(address: str, num_cpus: Optional[float] = None,
             " Start one with `ray start --head` (and `ray start --address HEAD:6379` on the other "
             "machines), set RAY_ADDRESS, or use --ray local.") from None
     return ray.shutdown
+
+
+def _check_reachable(address: str, target: str) -> None:
+    """Fail at once when nothing listens at host:port (Ray itself retries for minutes)."""
+    import socket
+
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return   # `auto` without RAY_ADDRESS: Ray looks for a `ray start` on this machine
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise InputError(f"--ray {address}: nothing answers at {target} ({exc.strerror or exc}). "
+                         "Start the head with `ray start --head` (its port, 6379 by default; the "
+                         "client port for ray://, 10001), check RAY_ADDRESS, or use --ray local.") from None
 
 
 def _restore(saved: Dict[str, Optional[str]]) -> None:
