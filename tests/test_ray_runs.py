@@ -137,7 +137,7 @@ def test_batch_streams_resumes_after_ctrl_c_and_records_a_broken_raster(tiny_bun
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"not a GeoTIFF at all")
     assert main(["batch", str(questions), str(folder), str(broken)] + options + RAY +
-                ["--actors", "2"]) == 1
+                ["--actors", "1"]) == 1
     err = capsys.readouterr().err
     assert f"{16 - kept} of 16 questions to answer" in err
     assert "broken.tif" in err and "FAILED" in err
