@@ -79,16 +79,19 @@ def connect(address: str, num_cpus: Optional[float] = None,
         saved = {name: os.environ.get(name) for name in changed}
         os.environ.update(changed)
         ray = _ray()
+        _reread_auth_settings()
         try:
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                      log_to_driver=False, logging_level=logging.WARNING)
         except BaseException:
             _restore(saved)
+            _reread_auth_settings()
             raise
 
         def stop() -> None:
             ray.shutdown()
             _restore(saved)
+            _reread_auth_settings()
         return stop
     ray = _ray()
     if ray.is_initialized():
@@ -120,6 +123,15 @@ def _check_reachable(address: str, target: str) -> None:
         raise InputError(f"--ray {address}: nothing answers at {target} ({exc.strerror or exc}). "
                          "Start the head with `ray start --head` (its port, 6379 by default; the "
                          "client port for ray://, 10001), check RAY_ADDRESS, or use --ray local.") from None
+
+
+def _reread_auth_settings() -> None:
+    """Ray reads RAY_AUTH_MODE and the token once, when it is imported (by anything in this
+    process): make it read them again after we set them, and after we put them back."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _restore(saved: Dict[str, Optional[str]]) -> None:
