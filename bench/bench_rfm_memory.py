@@ -67,7 +67,9 @@ def child(graph: str, length: int, threads: int, scores_out: str) -> dict:
 
     from rs_vqa_plugin.engine.onnx_session import make_session
 
+    t0 = time.perf_counter()
     session, provider = make_session(graph, device="cpu", threads=threads)
+    load_s = time.perf_counter() - t0
     hidden = session.get_inputs()[0].shape[2]
     session.run(["scores"], sequence(64, hidden))
     rss_loaded = vm_mb("VmRSS")
@@ -76,7 +78,7 @@ def child(graph: str, length: int, threads: int, scores_out: str) -> dict:
     scores = session.run(["scores"], feeds)[0]
     seconds = time.perf_counter() - t0
     np.save(scores_out, scores)
-    return {"provider": provider, "seconds": seconds, "rss_loaded_mb": rss_loaded,
+    return {"provider": provider, "load_s": load_s, "seconds": seconds, "rss_loaded_mb": rss_loaded,
             "peak_rss_mb": vm_mb("VmHWM"), "scores_sum": float(scores.sum())}
 
 
