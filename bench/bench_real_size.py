@@ -544,6 +544,8 @@ def main(argv=None) -> int:
                         help="free memory to keep: a child going under it is killed")
     parser.add_argument("--workdir", default=str(ROOT / "bench" / "out" / "real_size"))
     parser.add_argument("--tables", action="store_true", help="only print the tables")
+    parser.add_argument("--redo", nargs="+", default=[], metavar="POINT",
+                        help="measure these points again (keys of the JSON, e.g. 4000_full score_2000)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.child:
@@ -558,6 +560,9 @@ def main(argv=None) -> int:
         return 0
     opts.modes = [m for m in opts.modes.split(",") if m]
     results = Results(OUT)
+    for key in opts.redo:
+        for part in ("a", "b"):
+            results.data.get(part, {}).pop(key, None)
     if not opts.tables:
         Path(opts.workdir).mkdir(parents=True, exist_ok=True)
         for part in ("a", "b"):
