@@ -35,10 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-limit-mb", type=float, default=None,
                         help="refuse, before reading, an RFM pass or LLM prefill estimated above "
                              "this (default: 80%% of the memory available)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="the LLM's dtype (auto: the bundle's where the device runs it well, "
-                             "float32 on CPUs without native bfloat16)")
+    add_device_arguments(parser)
     add_tile_cache_argument(parser)
     parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
     parser.add_argument("--heatmap", default=None,
@@ -53,6 +50,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (answer, mode, trace) instead of streaming")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="the LLM's dtype (auto: the bundle's where the device runs it well, "
+                             "float32 on CPUs without native bfloat16)")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    """The engine options `eval` and `batch` share: model, mode and its knobs, device, caches."""
+    parser.add_argument("--model", help="model bundle folder (default: models/default)")
+    parser.add_argument("--mode", choices=MODES, default="dip")
+    parser.add_argument("--level", type=int, default=1, help="the fixed level of grid / prune-only")
+    parser.add_argument("--alpha", type=float, default=None)
+    parser.add_argument("--n-max", type=int, default=None)
+    parser.add_argument("--selection", default=None,
+                        help="how dip zooms: paper or mass[:key=value,...] (default: the bundle's)")
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    add_device_arguments(parser)
+    parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
+    add_tile_cache_argument(parser)
 
 
 def add_tile_cache_argument(parser: argparse.ArgumentParser) -> None:

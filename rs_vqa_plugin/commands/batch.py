@@ -12,7 +12,7 @@ HELP = ("ask every question of a file about every raster (files, folders, globs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .ask import MODES, add_tile_cache_argument
+    from .ask import add_run_arguments
     from .pool_options import add_pool_arguments
 
     parser.add_argument("questions", help="questions: a .txt file (one per line), a .csv (a "
@@ -27,19 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heatmaps", default=None,
                         help="folder for one GeoPackage per raster with the cells the model "
                              "looked at, per question (created if missing)")
-    parser.add_argument("--model", help="model bundle folder (default: models/default)")
-    parser.add_argument("--mode", choices=MODES, default="dip")
-    parser.add_argument("--level", type=int, default=1, help="the fixed level of grid / prune-only")
-    parser.add_argument("--alpha", type=float, default=None)
-    parser.add_argument("--n-max", type=int, default=None)
-    parser.add_argument("--selection", default=None,
-                        help="how dip zooms: paper or mass[:key=value,...] (default: the bundle's)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="the LLM's dtype (auto: the bundle's where the device runs it well)")
-    parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
-    add_tile_cache_argument(parser)
+    add_run_arguments(parser, max_new_tokens=32)
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_pool_arguments(parser)
 

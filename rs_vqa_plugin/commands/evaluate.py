@@ -12,25 +12,12 @@ HELP = "run an LRS-VQA question file and score it (accuracy per category, OA, AA
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .ask import MODES, add_tile_cache_argument
+    from .ask import add_run_arguments
     from .pool_options import add_pool_arguments
 
     parser.add_argument("questions", help="questions in the LRS-VQA jsonl format")
     parser.add_argument("--images", help="folder holding the questions' images")
-    parser.add_argument("--model", help="model bundle folder (default: models/default)")
-    parser.add_argument("--mode", choices=MODES, default="dip")
-    parser.add_argument("--level", type=int, default=1, help="the fixed level of grid / prune-only")
-    parser.add_argument("--alpha", type=float, default=None)
-    parser.add_argument("--n-max", type=int, default=None)
-    parser.add_argument("--selection", default=None,
-                        help="how dip zooms: paper or mass[:key=value,...] (default: the bundle's)")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="the LLM's dtype (auto: the bundle's where the device runs it well, "
-                             "float32 on CPUs without native bfloat16)")
-    parser.add_argument("--cache-dir", default=None, help="folder for overviews of read-only rasters")
-    add_tile_cache_argument(parser)
+    add_run_arguments(parser, max_new_tokens=16)
     parser.add_argument("--answers", default=None,
                         help="answers jsonl (default: beside the questions, named by mode and shard); "
                              "existing answers are kept and skipped; a file that is not an answers "
