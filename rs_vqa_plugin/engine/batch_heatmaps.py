@@ -86,7 +86,7 @@ class HeatmapFolder:
         """The answer's cells in the raster's file, in one transaction (the file made at first)."""
         from osgeo import ogr
 
-        from .heatmap import add_heat_cells, create_heat_layer, spatial_reference
+        from .heatmap import add_heat_cells, create_heat_layer, spatial_reference, transaction
 
         if not self.paths:
             return
@@ -97,17 +97,12 @@ class HeatmapFolder:
         else:
             ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
         try:
-            ds.StartTransaction()
-            try:
+            with transaction(ds):
                 layer = ds.GetLayerByName(LAYER)
                 if layer is None:
                     layer = create_heat_layer(ds, LAYER, spatial_reference([answer]), question_id=True)
                 add_heat_cells(layer, answer, question_id)
                 layer = None
-                ds.CommitTransaction()
-            except BaseException:
-                ds.RollbackTransaction()
-                raise
         finally:
             ds = None
 

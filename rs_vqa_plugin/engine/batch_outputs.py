@@ -176,18 +176,15 @@ class GpkgAnswers:
     def add(self, row: dict) -> None:
         from osgeo import ogr
 
+        from .heatmap import transaction
+
         if self._ds is None:
             self._open()
-        self._ds.StartTransaction()
-        try:
+        with transaction(self._ds):
             feature = ogr.Feature(self._layer.GetLayerDefn())
             for name in COLUMNS:
                 feature.SetField(name, row[name])
             self._layer.CreateFeature(feature)
-            self._ds.CommitTransaction()
-        except BaseException:
-            self._ds.RollbackTransaction()
-            raise
 
     def close(self) -> None:
         self._layer = None

@@ -11,6 +11,7 @@ heatmap: this file writer, the dock's heat layers and Processing's HEATMAP outpu
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
@@ -241,6 +242,18 @@ def _write_file(target: HeatmapTarget, fill) -> None:
         raise
 
 
+@contextmanager
+def transaction(ds):
+    """A GDAL dataset transaction: committed when the block ends, rolled back when it raises."""
+    ds.StartTransaction()
+    try:
+        yield ds
+    except BaseException:
+        ds.RollbackTransaction()
+        raise
+    ds.CommitTransaction()
+
+
 def _write_layer(target: HeatmapTarget, fill) -> None:
     """One layer added to (or replacing its namesake in) an existing GeoPackage, in one
     transaction: a failure leaves the file as it was."""
@@ -248,16 +261,11 @@ def _write_layer(target: HeatmapTarget, fill) -> None:
 
     ds = gdal.OpenEx(str(target.path), gdal.OF_VECTOR | gdal.OF_UPDATE, allowed_drivers=["GPKG"])
     try:
-        ds.StartTransaction()
-        try:
+        with transaction(ds):
             if target.action == "replace-layer":
                 names = [ds.GetLayer(i).GetName().lower() for i in range(ds.GetLayerCount())]
                 ds.DeleteLayer(names.index(target.layer.lower()))
             fill(ds, target.layer)
-            ds.CommitTransaction()
-        except BaseException:
-            ds.RollbackTransaction()
-            raise
     finally:
         ds = None
 
