@@ -160,6 +160,7 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
                 georef, size = src.georef, (src.width, src.height)
             level = prune_only_level(*size, engine.manifest) if mode == "prune-only" else 1
             base, _, selection = mode.partition("@")
+            selection = selection.replace("+", ",")     # mass:a=1+b=2 (modes are comma-separated)
             options = AskOptions(mode=base, level=level, max_new_tokens=MAX_NEW_TOKENS, n_max=n_max,
                                  alpha=alpha, selection=selection or None)
             if base == ORACLE_DIP:
@@ -189,6 +190,8 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
                               tiles_encoded=t["tiles_encoded"], levels=t["levels"],
                               stop_reason=t["stop_reason"], seconds=t["seconds"]["total"],
                               level=level if mode in ("grid", "prune-only") else None)
+                if t.get("shadow"):
+                    record["shadow"] = t["shadow"]      # the RFM's ranks along the oracle's path
                 if q.get("hbox") and options.mode in ("dip", "prune-only"):
                     record["touches_box"] = box_touched(answer, q["hbox"], georef)
                     record["box_in_tiles"] = box_in_tiles(t, q["hbox"], size, engine.manifest)
@@ -327,7 +330,7 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"comma-separated; also '{BLIND}' (no image), '{ORACLE}' and '{ORACLE_DIP}' "
                              "(diagnostics, the last two boxed questions only); '@SELECTION' after dip picks the selection, "
-                             "e.g. dip@paper,dip@mass,oracle-dip@mass")
+                             "e.g. dip@paper,dip@mass,oracle-dip@mass; parameters joined by +, e.g. dip@focus:tile_budget=32+min_tokens=8")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "default"))
     parser.add_argument("--data", default=None, help="scene + question folder (default OUT/data)")
     parser.add_argument("--n-max", type=int, default=None, help="tile cap (default: the bundle's)")
@@ -346,6 +349,7 @@ def main(argv=None) -> int:
     questions = make_split_data(args.split, args.scenes, args.stride, data)
     # cold questions: the tile cache is measured by bench_tile_cache.py
     engine = Engine(args.model, device="cpu", tile_cache_mb=0)
+    engine.shadow_rfm = True     # oracle runs also record where the RFM ranked the box
     modes = [m for m in args.modes.split(",") if m]
     started = time.perf_counter()
     # Interleave the modes per question batch so a time limit cuts every mode equally.

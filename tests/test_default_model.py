@@ -136,6 +136,10 @@ def test_train_default_runs_a_few_steps_end_to_end(tmp_path):
         assert all(np.isfinite(r[key]) for r in steps), key
     val = [r for r in log if r.get("event") == "val"][-1]
     assert "kind_rate" in val and "em_by_category" in val and "landcover" in val["dense"]
+    # the RFM-only focus stage ran after the joint training, validated and went into the bundle
+    assert [r["focus_step"] for r in log if "focus_step" in r] == [1, 2, 3, 4]
+    assert any(r.get("event") == "focus-val" and "found10_search" in r for r in log)
+    assert json.loads((out / "summary.json").read_text())["focus"]["steps"] == 4
     bundle = load_bundle(out / "bundle")
     assert bundle.manifest.rfm["made"] == "distilled"
     # the recipe keeps the shipped model's MSE form (the distill command's default changed)
@@ -156,7 +160,8 @@ def test_train_default_runs_a_few_steps_end_to_end(tmp_path):
     assert more.returncode == 0, more.stderr[-2000:]
     log = [json.loads(l) for l in (out / "train.log").read_text().splitlines()]
     assert any(r.get("event") == "extend" for r in log)
-    assert max(r["step"] for r in log if "loss" in r) > 4
+    assert max(r["step"] for r in log if "loss" in r and "step" in r) > 4
+    assert len([r for r in log if r.get("focus_step") == 1]) == 2    # focus again on new weights
     assert json.loads((out / "summary.json").read_text())["steps"] > 4
     load_bundle(out / "bundle")
     print(f"tiny train-default run: {seconds:.0f} s")

@@ -8,7 +8,8 @@ import pytest
 
 from rs_vqa_plugin.engine.errors import InputError
 from rs_vqa_plugin.engine.pyramid import level_valid_token_shape, plan_pyramid
-from rs_vqa_plugin.engine.selection import MASS_DEFAULTS, Selection, fewest_tokens_holding, next_step
+from rs_vqa_plugin.engine.selection import (FOCUS_DEFAULTS, MASS_DEFAULTS, Selection,
+                                            fewest_tokens_holding, next_step, top_run_within)
 from rs_vqa_plugin.engine.sequence import level_tokens
 
 pytest_plugins = ["tests.fixtures_models"]
@@ -28,6 +29,12 @@ def test_parse_names_parameters_and_refusals():
     assert Selection.parse({"name": "mass", "max_jump": 3}).params["max_jump"] == 3
     assert Selection.parse({"keep_rounding": "floor"}).name == "paper"
     assert "mass_share=0.5" in mass.describe()
+    focus = Selection.parse("focus:tile_budget=48")
+    assert focus.params == {**FOCUS_DEFAULTS, "tile_budget": 48}
+    with pytest.raises(InputError, match="unknown parameter mass_share of the focus"):
+        Selection.parse("focus:mass_share=0.5")
+    with pytest.raises(InputError, match="min_tokens"):
+        Selection.parse("focus:min_tokens=0.5")
     for bad, why in (("zoom", "unknown selection"), ("mass:share=1", "unknown parameter"),
                      ("mass:mass_share=2", "mass_share"), ("mass:tile_budget=0", "tile_budget"),
                      ("mass:tile_budget", "key=value"), ("paper:x=1", "no parameters")):
@@ -67,7 +74,44 @@ def test_mass_stops_on_diffuse_attention_and_at_the_finest_level():
     assert step.stop == "finest-level"
 
 
-@pytest.mark.parametrize("selection,reaches_finest", [("mass", True), ("paper", None)])
+def test_top_run_within_keeps_the_longest_prefix_that_fits():
+    plan = plan_pyramid(27328, 27328)
+    tokens = _tokens(plan, 1)
+    order = np.arange(len(tokens))
+    count, tiles = top_run_within(plan, 1, tokens.rows, tokens.cols, order, 3, 6)
+    assert 1 <= count < len(tokens) and len(tiles) <= 6
+    more, _ = top_run_within(plan, 1, tokens.rows, tokens.cols, order[:count + 1], 3, 10 ** 6)
+    assert more == count + 1                   # the next token alone would have fitted only
+    assert tiles == sorted(tiles)              # without the budget
+
+
+def test_focus_keeps_what_the_budget_holds_and_goes_down_fast():
+    plan = plan_pyramid(27328, 27328)
+    tokens = _tokens(plan, 1)
+    budget = FOCUS_DEFAULTS["tile_budget"]
+    # flat scores (a level too coarse to see the object): as many candidates as the budget holds,
+    # never a 'diffuse' stop as the mass rule would
+    flat = np.full(len(tokens), 1.0 / len(tokens))
+    assert next_step(Selection.parse("mass"), plan, 1, tokens, flat, 0.25, 80).stop == "diffuse"
+    step = next_step(Selection.parse("focus"), plan, 1, tokens, flat, 0.25, 80)
+    assert step.level == 3 and FOCUS_DEFAULTS["min_tokens"] <= len(step.tiles) <= budget
+    # a peaked score: the deepest jump allowed, few tiles
+    peaked = np.full(len(tokens), 1e-6)
+    peaked[(tokens.rows == 13) & (tokens.cols == 20)] = 1.0
+    step = next_step(Selection.parse("focus:max_jump=3"), plan, 1, tokens, peaked, 0.25, 80)
+    assert step.level == 4 and len(step.tiles) <= budget
+    # N_max caps the budget; a budget that cannot hold min_tokens tokens' tiles stops
+    assert next_step(Selection.parse("focus:min_tokens=20"), plan, 1, tokens, flat, 0.25, 80).level
+    step = next_step(Selection.parse("focus:min_tokens=20"), plan, 1, tokens, flat, 0.25, 2)
+    assert step.stop == "diffuse"
+    finest = len(plan.levels)
+    step = next_step(Selection.parse("focus"), plan, finest, _tokens(plan, finest, [(0, 0)]),
+                     np.ones(144) / 144, 0.25, 80)
+    assert step.stop == "finest-level"
+
+
+@pytest.mark.parametrize("selection,reaches_finest", [("mass", True), ("focus", True),
+                                                      ("paper", None)])
 def test_oracle_scorer_run(tiny_bundle, tmp_path, selection, reaches_finest):
     """A perfect scorer on a 2,400 px scene (tile 112: 4 levels): the mass selection reaches the
     finest level with the box in the tiles read at every level."""
@@ -84,7 +128,8 @@ def test_oracle_scorer_run(tiny_bundle, tmp_path, selection, reaches_finest):
     assert t["selection"].startswith(selection)
     if reaches_finest:
         assert t["levels"][-1] == len(plan.levels) and t["stop_reason"] == "finest-level"
-        assert t["tiles_encoded"] + t["tiles_from_cache"] <= 9 + 2 * MASS_DEFAULTS["tile_budget"]
+        budget = (MASS_DEFAULTS if selection == "mass" else FOCUS_DEFAULTS)["tile_budget"]
+        assert t["tiles_encoded"] + t["tiles_from_cache"] <= 9 + 3 * budget
         for level, tiles in t["tiles"].items():
             lv = plan.level(int(level))
             col, row = int(1520 * lv.scale_x // 112), int(619 * lv.scale_y // 112)

@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=None, help="keep ratio (default: the bundle's)")
     parser.add_argument("--n-max", type=int, default=None, help="tile cap (default: the bundle's)")
     parser.add_argument("--selection", default=None,
-                        help="how dip zooms: paper (Algorithm 1) or mass[:mass_share=0.6,"
-                             "tile_budget=12,max_jump=2] (default: the bundle's)")
+                        help="how dip zooms: paper (Algorithm 1), focus[:tile_budget=32,"
+                             "max_jump=2,min_tokens=4] or mass[:mass_share=0.6,tile_budget=12,"
+                             "max_jump=2] (default: the bundle's)")
     parser.add_argument("--scope", default=None,
                         help="xmin,ymin,xmax,ymax or polygon WKT, in the raster's CRS")
     parser.add_argument("--bands", default=None, help="bands shown as R,G,B (e.g. 3,2,1) or one band")

@@ -104,6 +104,8 @@ class _Pass:
     tokens: LevelTokens
     scores: Optional[np.ndarray]
     sequence_length: int
+    # Oracle runs only: where the RFM would have ranked the asked box on this pass (diagnostics).
+    shadow: Optional[dict] = None
 
 
 class Engine:
@@ -131,6 +133,8 @@ class Engine:
                               rfm_layers=len(self.manifest.rfm.get("layers") or []))
         self.budget_dims = budget.dims_of(self.bundle, self.llm)
         self.tile_cache = TileCache(tile_cache_mb)
+        # Diagnostics for the benchmark scripts: oracle passes also run the RFM (trace["shadow"]).
+        self.shadow_rfm = False
         self._model_id = model_identity(self.bundle, getattr(self.vision, "provider", ""))
 
     def set_tile_cache_mb(self, megabytes: float) -> None:
@@ -333,15 +337,17 @@ class Engine:
             sequence = assemble(prefix, thumb, self.bundle.separator, self.bundle.newline_embedding,
                                 tokens, suffix, self.manifest.positions)
             with run.stage("score", 0.0, f"level {level}: scoring {len(tokens)} tokens"):
-                if oracle_box is not None:
-                    scores = _box_scores(plan, level, tokens, oracle_box)
-                else:
-                    scores = np.asarray(self.rfm.score(sequence.embeds, sequence.hr_mask,
-                                                       sequence.query_index, cancel=run.cancel,
-                                                       positions=sequence.positions),
-                                        dtype=np.float32)
-                    scores = scores[sequence.hr_positions]
-            passes.append(_Pass(level, tiles, tokens, scores, sequence.length))
+                rfm_scores = None
+                if oracle_box is None or self.shadow_rfm:
+                    rfm_scores = np.asarray(self.rfm.score(sequence.embeds, sequence.hr_mask,
+                                                           sequence.query_index, cancel=run.cancel,
+                                                           positions=sequence.positions),
+                                            dtype=np.float32)[sequence.hr_positions]
+                scores = rfm_scores if oracle_box is None else _box_scores(plan, level, tokens,
+                                                                           oracle_box)
+            shadow = _shadow_ranks(scores, rfm_scores) if oracle_box is not None and \
+                rfm_scores is not None else None
+            passes.append(_Pass(level, tiles, tokens, scores, sequence.length, shadow))
             with run.stage("select", 0.0, f"level {level}: choosing where to look ({selection.name})"):
                 if mode == "prune-only":
                     stop = "mode"
@@ -457,6 +463,7 @@ class Engine:
             "tiles_per_level": tiles_per_level,
             "tiles": tiles,
             "rfm_tokens": rfm_tokens,
+            "shadow": [dict(level=p.level, **p.shadow) for p in passes if p.shadow],
             "thumbnail_tokens": final.thumbnail_tokens,
             "kept_tokens": final.hr_tokens,
             "kept_rows": final.newline_tokens,
@@ -475,6 +482,20 @@ class Engine:
             "alpha": alpha,
             "n_max": n_max,
         }
+
+
+def _shadow_ranks(oracle: np.ndarray, rfm: np.ndarray) -> dict:
+    """Where the RFM put the asked box on an oracle pass: the best rank (1 = top) of a token
+    touching the box among `tokens`, and the RFM mass on those tokens."""
+    inside = oracle > 0
+    if not inside.any():
+        return {"tokens": int(rfm.size), "rank": None, "mass": 0.0}
+    order = np.argsort(-rfm, kind="stable")
+    ranks = np.empty(rfm.size, dtype=np.int64)
+    ranks[order] = np.arange(1, rfm.size + 1)
+    total = float(rfm.sum())
+    return {"tokens": int(rfm.size), "rank": int(ranks[inside].min()),
+            "mass": float(rfm[inside].sum() / total) if total > 0 else 0.0}
 
 
 def _box_scores(plan, level: int, tokens, box) -> np.ndarray:

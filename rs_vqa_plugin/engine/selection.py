@@ -13,6 +13,12 @@ few steps; when even the next level needs more than the budget, the attention is
 selection stops there, as the paper's N_max intends. The final pruning to the top alpha of the last
 pass's tokens is the same for both.
 
+`focus`: rank the current tokens by RFM score and keep the longest run of top tokens whose tiles at
+the target level fit `tile_budget` (the deepest target within `max_jump` levels that still keeps at
+least `min_tokens`). A flat score distribution (the RFM at a level too coarse to see the objects)
+thus keeps as many candidates as the budget holds instead of stopping, and a peaked one goes down
+fast; when not even `min_tokens` fit the next level the attention is diffuse and it stops.
+
 Pure numpy on the plan; the engine calls `next_step` once per pass.
 """
 
@@ -26,9 +32,13 @@ import numpy as np
 from .errors import InputError
 from .select import exceeds_n_max, tiles_under_tokens, top_alpha
 
-SELECTIONS = ("paper", "mass")
-# Defaults of the `mass` selection (a bundle's manifest may set its own, chosen on validation data).
+SELECTIONS = ("paper", "mass", "focus")
+# Defaults of the `mass` and `focus` selections (a bundle's manifest may set its own, chosen on
+# validation data).
 MASS_DEFAULTS = {"mass_share": 0.6, "tile_budget": 12, "max_jump": 2}
+FOCUS_DEFAULTS = {"tile_budget": 32, "max_jump": 2, "min_tokens": 4}
+DEFAULTS = {"mass": MASS_DEFAULTS, "focus": FOCUS_DEFAULTS}
+WHOLE = ("tile_budget", "max_jump", "min_tokens")
 
 Tiles = List[Tuple[int, int]]
 
@@ -71,18 +81,21 @@ class Selection:
                 raise InputError(f"{source}: the paper's selection takes no parameters (alpha and "
                                  "N_max are set on their own).")
             return cls("paper", {})
-        unknown = sorted(set(params) - set(MASS_DEFAULTS))
+        defaults = DEFAULTS[name]
+        unknown = sorted(set(params) - set(defaults))
         if unknown:
-            raise InputError(f"{source}: unknown parameter {unknown[0]} of the mass selection; "
-                             f"it has {', '.join(MASS_DEFAULTS)}.")
-        merged = {**MASS_DEFAULTS, **{k: float(v) for k, v in params.items()}}
-        if not 0.0 < merged["mass_share"] <= 1.0:
+            raise InputError(f"{source}: unknown parameter {unknown[0]} of the {name} selection; "
+                             f"it has {', '.join(defaults)}.")
+        merged = {**defaults, **{k: float(v) for k, v in params.items()}}
+        if "mass_share" in merged and not 0.0 < merged["mass_share"] <= 1.0:
             raise InputError(f"{source}: mass_share must be in (0, 1], got {merged['mass_share']}.")
-        for key in ("tile_budget", "max_jump"):
+        for key in WHOLE:
+            if key not in merged:
+                continue
             if merged[key] < 1 or merged[key] != int(merged[key]):
                 raise InputError(f"{source}: {key} must be a whole number >= 1, got {merged[key]}.")
             merged[key] = int(merged[key])
-        return cls("mass", merged)
+        return cls(name, merged)
 
     def describe(self) -> str:
         if not self.params:
@@ -123,6 +136,8 @@ def next_step(selection: Selection, plan, level: int, tokens, scores, alpha: flo
             return Step(stop="n_max")
         return Step(level=level + 1, tiles=wanted)
     p = selection.params
+    if selection.name == "focus":
+        return _focus_step(plan, level, tokens, scores, p, n_max)
     budget = min(int(p["tile_budget"]), int(n_max))
     held = fewest_tokens_holding(scores, float(p["mass_share"]))
     if held.size == 0:
@@ -133,5 +148,33 @@ def next_step(selection: Selection, plan, level: int, tokens, scores, alpha: flo
         # Every tile under the footprint of a kept token: an object anywhere inside it stays read.
         tiles = tiles_under_tokens(plan, level, rows, cols, target)
         if len(tiles) <= budget:
+            return Step(level=target, tiles=tiles)
+    return Step(stop="diffuse")
+
+
+def top_run_within(plan, level: int, rows, cols, order, target: int, budget: int):
+    """(count, tiles): the longest prefix of `order` (token indices, best first) whose tiles at
+    `target` number at most `budget`, and those tiles in raster order."""
+    tiles: set = set()
+    count = 0
+    for i in order:
+        under = tiles.union(tiles_under_tokens(plan, level, rows[i:i + 1], cols[i:i + 1], target))
+        if len(under) > budget:
+            break
+        tiles, count = under, count + 1
+    return count, sorted(tiles)
+
+
+def _focus_step(plan, level: int, tokens, scores, p: dict, n_max: int) -> Step:
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if scores.size == 0:
+        return Step(stop="diffuse")
+    order = np.argsort(-scores, kind="stable")
+    budget = min(int(p["tile_budget"]), int(n_max))
+    need = min(int(p["min_tokens"]), scores.size)
+    deepest = min(len(plan.levels), level + int(p["max_jump"]))
+    for target in range(deepest, level, -1):
+        count, tiles = top_run_within(plan, level, tokens.rows, tokens.cols, order, target, budget)
+        if count >= need:
             return Step(level=target, tiles=tiles)
     return Step(stop="diffuse")

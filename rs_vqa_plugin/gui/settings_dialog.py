@@ -67,10 +67,11 @@ class SettingsDialog(QDialog):
         self.nmax_spin.setValue(settings.n_max or 0)
         form.addRow(self.tr("N_max (vision token budget)"), self.nmax_spin)
         self.selection_edit = QLineEdit(settings.selection)
-        self.selection_edit.setPlaceholderText(self.tr("model default (paper, or mass[:mass_share=0.6,...])"))
+        self.selection_edit.setPlaceholderText(self.tr("model default (paper, focus[:tile_budget=32,...] or mass[:...])"))
         self.selection_edit.setToolTip(self.tr(
-            "How dip zooms: 'paper' (the paper's Algorithm 1) or 'mass' (narrows to the tiles "
-            "holding most of the attention and can reach full resolution). Empty: the model's."))
+            "How dip zooms: 'paper' (the paper's Algorithm 1), 'focus' (keeps the best-scored "
+            "places that fit a tile budget and goes down to full resolution) or 'mass' (narrows "
+            "to the tiles holding most of the attention). Empty: the model's."))
         form.addRow(self.tr("Selection (advanced)"), self.selection_edit)
         self.tokens_spin = QSpinBox()
         self.tokens_spin.setRange(1, 4096)

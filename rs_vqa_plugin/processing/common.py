@@ -67,7 +67,8 @@ def n_max_parameter():
 
 def selection_parameter():
     return advanced(QgsProcessingParameterString(
-        "SELECTION", "How dip zooms: paper, or mass[:mass_share=0.6,tile_budget=12,max_jump=2] "
+        "SELECTION", "How dip zooms: paper, focus[:tile_budget=32,max_jump=2,min_tokens=4] or "
+        "mass[:mass_share=0.6,tile_budget=12,max_jump=2] "
         "(empty: the model's default)", optional=True))
 
 

@@ -47,8 +47,13 @@ def export_bundle(model, tokenizer, recipe, out_dir, provenance: dict,
                                    "lambda_rfm": recipe.lambda_rfm_box,
                                    "note": "ours: -log of the query attention mass on the asked "
                                            "object's tokens (synthetic boxes)"}})
-    replace_rfm(out_dir, model.rfm.eval(), made="distilled", loss=loss,
-                provenance_note="RFM trained jointly by train-default (paper loss + box grounding)")
+    note = "RFM trained jointly by train-default (paper loss + box grounding)"
+    if float(getattr(recipe, "focus_minutes", 0.0)) > 0:
+        loss["focus"] = {"minutes": recipe.focus_minutes, "tiles": recipe.focus_tiles,
+                         "note": "then alone (all else frozen) on level-1 and search views at "
+                                 "every level: soft box target"}
+        note += ", then alone on dip-like views (focus stage)"
+    replace_rfm(out_dir, model.rfm.eval(), made="distilled", loss=loss, provenance_note=note)
     manifest = B.read_manifest(out_dir)
     manifest.alpha = float(recipe.alpha)
     manifest.n_max = int(recipe.n_max)

@@ -57,6 +57,16 @@ class Recipe:
     # (SEARCH_STAGE) in a run's recipe.json.
     search_views: int = 0
     search_tiles: int = 32
+    # The focus stage (focus.py), after the joint training: the RFM alone (everything else frozen)
+    # on level-1 views and 'search' views of up to focus_tiles tiles at every deeper level, for
+    # focus_minutes (0: no focus stage, as runs saved before it).
+    # Its scenes: the train split's up to focus_max_size px (the joint training stops at 4,096 px
+    # for CPU time; level 1 of an 8k scene is twice as coarse, and dip's first step is there).
+    focus_minutes: float = 0.0
+    focus_lr: float = 5e-4
+    focus_tiles: int = 32
+    focus_scenes: int = 48
+    focus_max_size: int = 8192
     # ---- optimisation
     batch_size: int = 12
     weight_decay: float = 0.01
@@ -170,4 +180,5 @@ def tiny_recipe(seed: int = 0) -> Recipe:
                           SEARCH_STAGE],    # every view kind's code path runs in the tests
                   batch_size=4,
                   warmup_steps=2, max_steps=4, budget_minutes=1.0, checkpoint_minutes=0.0,
-                  log_every=1, val_questions=6)
+                  log_every=1, val_questions=6, focus_minutes=0.05, focus_tiles=8,
+                  focus_scenes=1)

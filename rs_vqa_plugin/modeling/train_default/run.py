@@ -158,7 +158,10 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
         if _summary_path(out).is_file() else 0.0
     extending = resume and budget_minutes is not None and done_marker.is_file() \
         and recipe.budget_minutes * 60 - trained > 5
-    if done_marker.is_file() and (bundle_dir / "manifest.json").is_file() and not extending:
+    focus_marker = out / "checkpoints" / "focus_done.json"
+    focusing = float(getattr(recipe, "focus_minutes", 0.0)) > 0
+    if done_marker.is_file() and (bundle_dir / "manifest.json").is_file() and not extending \
+            and (not focusing or focus_marker.is_file()):
         log({"event": "already-exported", "bundle": str(bundle_dir)})
         return bundle_dir
 
@@ -174,6 +177,9 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
         # new total; selection on val restarts, as the val views may have changed).
         trainer.extend(recipe.budget_minutes * 60 - trainer.seconds)
         done_marker.unlink()
+        # the focus stage trained the RFM of the old weights: it starts again on the new ones
+        for name in ("focus_done.json", "focus_last.pt", "focus_best.pt"):
+            (out / "checkpoints" / name).unlink(missing_ok=True)
     if not done_marker.is_file():
         budget = max(0.0, recipe.budget_minutes * 60 - trainer.seconds)
         result = trainer.run(budget, cancel=cancel)
@@ -185,11 +191,14 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     state = torch.load(best if best.is_file() else out / "checkpoints" / "last.pt",
                        map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
+    focus = None
+    if focusing:
+        focus = _focus_stage(out, recipe, model, splits, text, log, cancel, focus_marker)
     summary = _update_summary(
         out, recipe=recipe.to_dict(), steps=int(state["step"]), total_steps=trainer.total,
         train_seconds=round(trainer.seconds, 1), val_at_export=val, best_val_em=state["best"],
         train_questions=len(caches["train"].meta["questions"]), train_views=len(caches["train"]),
-        val_questions=len(caches["val"].meta["questions"]),
+        val_questions=len(caches["val"].meta["questions"]), focus=focus,
         train_images=caches["train"].meta["images"], val_images=caches["val"].meta["images"])
     provenance = {"source": "train-default", "seed": recipe.seed, "steps": summary["steps"],
                   "train_seconds": summary["train_seconds"],
@@ -200,3 +209,51 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     bundle = export_bundle(model, tokenizer, recipe, bundle_dir, provenance)
     log({"event": "exported", "bundle": str(bundle)})
     return bundle
+
+
+def _focus_stage(out: Path, recipe, model, splits, text, log, cancel, marker: Path) -> dict:
+    """The RFM-only focus stage (focus.py) on the joint training's best weights; resumable."""
+    import dataclasses
+    import json as _json
+
+    from .dataset import StaleCache, ViewCache, build_view_cache
+    from .focus import FOCUS_KINDS, FocusTrainer
+
+    # No dense targets (the tower is frozen); search views as large as a focus step's tiles.
+    views = dataclasses.replace(recipe, search_tiles=int(recipe.focus_tiles), lambda_dense=0.0,
+                                dense_probe=False)
+    from .data_source import make_split
+
+    scenes = {"val": splits["val"]}
+    if recipe.scene_size_override:      # tests: the joint training's tiny scenes
+        scenes["train"] = splits["train"][:int(recipe.focus_scenes)]
+    else:
+        scenes["train"] = make_split(recipe.train_split, int(recipe.focus_scenes),
+                                     int(recipe.focus_max_size), recipe.questions_per_scene,
+                                     out / "data" / "focus_train", log=log, cancel=cancel)
+    caches = {}
+    for split in ("train", "val"):
+        path = out / "cache" / f"focus_{split}.npz"
+        cache = None
+        if path.is_file():
+            try:
+                cache = ViewCache.load(path)
+            except StaleCache:
+                cache = None
+        if cache is None:
+            cache = build_view_cache(scenes[split], views, text, FOCUS_KINDS,
+                                     seed=recipe.seed + 4243 + (0 if split == "train" else 10 ** 6),
+                                     cancel=cancel)
+            cache.save(path)
+            log({"event": "focus-views", "split": split, "samples": len(cache),
+                 "images": int(cache.images.shape[0])})
+        caches[split] = cache
+    trainer = FocusTrainer(model, recipe, caches["train"], caches["val"], text, out, log=log)
+    trainer.resume()
+    if not marker.is_file():
+        budget = max(0.0, float(recipe.focus_minutes) * 60 - trainer.seconds)
+        marker.write_text(_json.dumps(trainer.run(budget, cancel=cancel)) + "\n")
+    trainer.load_best()
+    model.eval()
+    return {**_json.loads(marker.read_text()), "steps": trainer.step,
+            "seconds": round(trainer.seconds, 1)}
