@@ -9,7 +9,8 @@ import pytest
 from rs_vqa_plugin.engine.errors import InputError
 from rs_vqa_plugin.engine.pyramid import level_valid_token_shape, plan_pyramid
 from rs_vqa_plugin.engine.selection import (FOCUS_DEFAULTS, MASS_DEFAULTS, Selection,
-                                            fewest_tokens_holding, next_step, top_run_within)
+                                            fewest_tokens_holding, next_step, start_level,
+                                            top_run_within)
 from rs_vqa_plugin.engine.sequence import level_tokens
 
 pytest_plugins = ["tests.fixtures_models"]
@@ -108,6 +109,16 @@ def test_focus_keeps_what_the_budget_holds_and_goes_down_fast():
     step = next_step(Selection.parse("focus"), plan, finest, _tokens(plan, finest, [(0, 0)]),
                      np.ones(144) / 144, 0.25, 80)
     assert step.stop == "finest-level"
+
+
+def test_focus_may_start_below_level_one():
+    plan = plan_pyramid(27328, 27328, tile_size=64, token_grid=4)
+    assert start_level(Selection.parse("paper"), plan) == start_level(Selection.parse("focus"), plan) == 1
+    level = start_level(Selection.parse("focus:start_tiles=64"), plan)
+    assert plan.level(level).tile_count() <= 64 < plan.level(level + 1).tile_count()
+    assert start_level(Selection.parse("focus:start_tiles=1"), plan) == 1
+    with pytest.raises(InputError, match="start_tiles"):
+        Selection.parse("focus:start_tiles=-1")
 
 
 @pytest.mark.parametrize("selection,reaches_finest", [("mass", True), ("focus", True),

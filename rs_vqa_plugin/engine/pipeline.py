@@ -206,7 +206,7 @@ class Engine:
                                            (0, 0, source.width, source.height))
             plan = plan_pyramid(source.width, source.height, tile_size=m.tile_size,
                                 token_grid=m.pooled_grid, **m.plan_options())
-            start_level = self._start_level(plan, options)
+            start_level = self._start_level(plan, options, selection)
             limit_mb = budget.resolve_limit_mb(options.memory_limit_mb)
             self._plan_budget(plan, source, options, start_level, text_tokens, alpha, n_max, limit_mb)
             reader = PyramidReader(source, plan)
@@ -253,7 +253,7 @@ class Engine:
                      alpha: float, n_max: int, limit_mb: Optional[float]) -> None:
         """Refuse, before any tile is read, a mode whose token count, RFM pass or LLM prefill
         would not fit: the figure and the way out. dip's passes are bounded here by the larger of
-        level 1 and N_max tiles (every later pass reads at most N_max) and checked exactly again
+        its first level and N_max tiles (every later pass reads at most N_max) and checked exactly again
         before each pass's tiles are read (_look)."""
         from .pyramid import level_valid_token_shape
 
@@ -267,7 +267,7 @@ class Engine:
             llm_tokens = text_tokens + m.thumbnail_tokens + new
             way_out = "shorten the question or the conversation"
         elif mode == "dip":
-            tiles = max(plan.level(1).tile_count(), n_max)
+            tiles = max(plan.level(level).tile_count(), n_max)
             hr, rows = tiles * g * g, tiles * g * per_row
             rfm_tokens = base + hr + rows
             llm_tokens = base + keep_count(hr, alpha, m.keep_rounding) + rows + new
@@ -300,9 +300,10 @@ class Engine:
     def _separator_tokens(self) -> int:
         return int(np.asarray(self.bundle.separator).reshape(-1, self.manifest.hidden_size).shape[0])
 
-    def _start_level(self, plan, options: AskOptions) -> int:
+    def _start_level(self, plan, options: AskOptions, selection=None) -> int:
         if options.mode == "dip":
-            return 1
+            from .selection import start_level
+            return start_level(selection, plan)
         if options.mode == "full":
             return len(plan.levels)
         if options.mode in ("grid", "prune-only"):

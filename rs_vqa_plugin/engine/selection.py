@@ -36,9 +36,11 @@ SELECTIONS = ("paper", "mass", "focus")
 # Defaults of the `mass` and `focus` selections (a bundle's manifest may set its own, chosen on
 # validation data).
 MASS_DEFAULTS = {"mass_share": 0.6, "tile_budget": 12, "max_jump": 2}
-FOCUS_DEFAULTS = {"tile_budget": 32, "max_jump": 2, "min_tokens": 4}
+# start_tiles: the first pass reads the deepest level of at most this many tiles (0: level 1, as
+# the paper); a finer first look than level 1's 3 x 3 tiles when the RFM can afford it.
+FOCUS_DEFAULTS = {"tile_budget": 32, "max_jump": 2, "min_tokens": 4, "start_tiles": 0}
 DEFAULTS = {"mass": MASS_DEFAULTS, "focus": FOCUS_DEFAULTS}
-WHOLE = ("tile_budget", "max_jump", "min_tokens")
+WHOLE = ("tile_budget", "max_jump", "min_tokens")   # whole numbers >= 1
 
 Tiles = List[Tuple[int, int]]
 
@@ -89,6 +91,11 @@ class Selection:
         merged = {**defaults, **{k: float(v) for k, v in params.items()}}
         if "mass_share" in merged and not 0.0 < merged["mass_share"] <= 1.0:
             raise InputError(f"{source}: mass_share must be in (0, 1], got {merged['mass_share']}.")
+        if merged.get("start_tiles", 0) < 0 or merged.get("start_tiles", 0) != int(merged.get("start_tiles", 0)):
+            raise InputError(f"{source}: start_tiles must be a whole number >= 0, got "
+                             f"{merged['start_tiles']}.")
+        if "start_tiles" in merged:
+            merged["start_tiles"] = int(merged["start_tiles"])
         for key in WHOLE:
             if key not in merged:
                 continue
@@ -109,6 +116,16 @@ class Step:
     level: Optional[int] = None
     tiles: Optional[Tiles] = None
     stop: Optional[str] = None
+
+
+def start_level(selection: Optional[Selection], plan) -> int:
+    """dip's first level: 1, or with focus:start_tiles=N the deepest level of at most N tiles."""
+    most = int((selection.params if selection else {}).get("start_tiles", 0))
+    level = 1
+    for index in range(2, len(plan.levels) + 1):
+        if plan.level(index).tile_count() <= most:
+            level = index
+    return level
 
 
 def fewest_tokens_holding(scores, share: float) -> np.ndarray:

@@ -176,7 +176,7 @@ class FocusTrainer:
                 left = budget_seconds - (now - started)
                 self.total = max(self.step + 1, self.step + int(left / per_step))
             if self.step % r.log_every == 0 or self.step == 1:
-                self.log({"focus_step": self.step, "total": self.total, "loss": round(float(loss), 4),
+                self.log({"focus_step": self.step, "total": self.total, "loss": round(float(loss.detach()), 4),
                           "found10": round(float(np.mean(hits[10])), 3) if hits[10] else None,
                           "lr": round(self.lr(), 6), "seconds": round(self.seconds, 1)})
             if now - last_ckpt >= r.checkpoint_minutes * 60:
