@@ -340,10 +340,11 @@ class Engine:
             with run.stage("score", 0.0, f"level {level}: scoring {len(tokens)} tokens"):
                 rfm_scores = None
                 if oracle_box is None or self.shadow_rfm:
-                    rfm_scores = np.asarray(self.rfm.score(sequence.embeds, sequence.hr_mask,
-                                                           sequence.query_index, cancel=run.cancel,
-                                                           positions=sequence.positions),
-                                            dtype=np.float32)[sequence.hr_positions]
+                    rfm_scores = np.asarray(self.rfm.score(
+                        sequence.embeds, sequence.hr_mask, sequence.query_index, cancel=run.cancel,
+                        positions=sequence.positions,
+                        image_xy=self._image_xy(plan, level, tokens, sequence)),
+                        dtype=np.float32)[sequence.hr_positions]
                 scores = rfm_scores if oracle_box is None else _box_scores(plan, level, tokens,
                                                                            oracle_box)
             shadow = _shadow_ranks(scores, rfm_scores) if oracle_box is not None and \
@@ -360,6 +361,14 @@ class Engine:
                     stop = step.stop
                 keep = top_alpha(scores, alpha, rounding)
             return tokens.subset(keep), scores[keep], passes, stop
+
+    def _image_xy(self, plan, level: int, tokens, sequence) -> Optional[np.ndarray]:
+        """[L, 2] normalised centres of the HR tokens in the image (0 elsewhere), for an RFM that
+        takes them; None for one that does not."""
+        if not getattr(self.rfm, "takes_image_xy", False):
+            return None
+        return image_xy(plan, level, tokens.rows, tokens.cols, sequence.length,
+                        sequence.hr_positions)
 
     def _pass_budget(self, plan, level: int, tiles, other_tokens: int, n_max: int,
                      limit_mb: Optional[float]) -> None:
@@ -483,6 +492,17 @@ class Engine:
             "alpha": alpha,
             "n_max": n_max,
         }
+
+
+def image_xy(plan, level: int, rows, cols, length: int, hr_positions) -> np.ndarray:
+    """[length, 2] float32: at `hr_positions` the normalised (x, y) centre of each token of the
+    level (rows, cols of its stitched grid), 0 elsewhere. The RFM's image-position input."""
+    from .select import token_rects_normalised
+
+    u0, v0, u1, v1 = token_rects_normalised(plan, level, rows, cols)
+    xy = np.zeros((int(length), 2), dtype=np.float32)
+    xy[np.asarray(hr_positions)] = np.stack([(u0 + u1) / 2, (v0 + v1) / 2], axis=1)
+    return xy
 
 
 def _shadow_ranks(oracle: np.ndarray, rfm: np.ndarray) -> dict:

@@ -16,9 +16,11 @@ class RegionFocus:
         self.hidden_size = bundle.manifest.hidden_size
         self.session, self.provider = make_session(bundle.rfm_path, device, threads)
         self.takes_positions = any(i.name == "position_ids" for i in self.session.get_inputs())
+        # An RFM trained with the HR tokens' place in the image (rfm_torch.RFMConfig.image_xy)
+        self.takes_image_xy = any(i.name == "image_xy" for i in self.session.get_inputs())
 
     def score(self, embeds: np.ndarray, hr_mask: np.ndarray, query_index: int,
-              cancel=None, positions=None) -> np.ndarray:
+              cancel=None, positions=None, image_xy=None) -> np.ndarray:
         """cancel (a CancelToken) interrupts the run from another thread: Cancelled. positions:
         int [3, L] M-RoPE positions, required by an RFM of such a family (mrope.py)."""
         embeds = np.asarray(embeds, dtype=np.float32)
@@ -39,4 +41,9 @@ class RegionFocus:
                 raise InputError(f"This RFM takes M-RoPE positions [3, {length}], got "
                                  f"{None if positions is None else np.shape(positions)}.")
             feeds["position_ids"] = np.ascontiguousarray(positions, dtype=np.int64)
+        if self.takes_image_xy:
+            if image_xy is None or np.shape(image_xy) != (length, 2):
+                raise InputError(f"This RFM takes the tokens' image positions [{length}, 2], got "
+                                 f"{None if image_xy is None else np.shape(image_xy)}.")
+            feeds["image_xy"] = np.ascontiguousarray(image_xy, dtype=np.float32)
         return run_session(self.session, ["scores"], feeds, cancel)[0].astype(np.float32, copy=False)

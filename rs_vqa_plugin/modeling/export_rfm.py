@@ -23,9 +23,10 @@ class _ScoringGraph(torch.nn.Module):
         self.rfm = rfm
         self.fp16 = fp16
 
-    def forward(self, inputs_embeds, hr_mask, query_index, position_ids=None):
+    def forward(self, inputs_embeds, hr_mask, query_index, position_ids=None, image_xy=None):
+        # position_ids: M-RoPE families; image_xy: RFMs with image positions (keyword inputs)
         embeds = inputs_embeds.half() if self.fp16 else inputs_embeds
-        return self.rfm.scores(embeds, hr_mask, query_index, position_ids).float()
+        return self.rfm.scores(embeds, hr_mask, query_index, position_ids, image_xy).float()
 
 
 def _half_keeping_rope(rfm):
@@ -57,18 +58,24 @@ def export_rfm_onnx(rfm, path, fp16: bool = False, example_length: int = 48,
     length = torch.export.Dim("L", min=2, max=1 << 20)
     dynamic = {"inputs_embeds": {1: length}, "hr_mask": {0: length}, "query_index": None}
     names = list(INPUT_NAMES)
+    extra = {}
     if rfm.config.mrope_section:
         # M-RoPE families take (t, h, w) per token; distinct axes in the example so that the
         # trace cannot fold them into one.
         steps = torch.arange(example_length)
-        example = example + (torch.stack([steps, steps + steps % 5, steps + steps % 7]),)
+        extra["position_ids"] = torch.stack([steps, steps + steps % 5, steps + steps % 7])
         dynamic["position_ids"] = {1: length}
         names.append("position_ids")
+    if rfm.config.image_xy:
+        extra["image_xy"] = torch.rand(example_length, 2)
+        dynamic["image_xy"] = {0: length}
+        names.append("image_xy")
     previous, module.graph_attention = module.graph_attention, attention
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(graph, example, dynamo=True, input_names=names,
+            program = torch.onnx.export(graph, example, kwargs=extra or None, dynamo=True,
+                                        input_names=names,
                                         output_names=OUTPUT_NAMES, dynamic_shapes=dynamic,
                                         verbose=False)
             program.save(str(path), external_data=external_data_needed(graph))

@@ -95,6 +95,11 @@ class RFMConfig:
     attention_scaling: float = 1.0       # RoPE cos/sin factor (1 for plain RoPE)
     family: str = "qwen2"
     mrope_section: Optional[List[int]] = None   # M-RoPE (t, h, w) sections of head_dim / 2
+    # > 0: the HR tokens' place in the image (normalised centre x, y) is added to their inputs as
+    # a learned projection of this many sine/cosine frequencies per axis (ours; rfm.onnx then
+    # takes `image_xy` [L, 2]). 1-D RoPE over a raster-order sequence hardly tells the RFM where
+    # a token is, so "in the north-west quarter" could not narrow its scores.
+    image_xy: int = 0
     extra: Dict[str, object] = field(default_factory=dict)
 
     @property
@@ -189,6 +194,9 @@ class RegionFocusTorch(nn.Module):
         # Persistent, so RoPE variants (theta, llama3 scaling) travel exactly with the weights.
         inv = 1.0 / (10000.0 ** (torch.arange(0, config.head_dim, 2).float() / config.head_dim))
         self.register_buffer("inv_freq", inv, persistent=True)
+        self.image_xy = None
+        if config.image_xy:
+            self._make_image_xy(int(config.image_xy))
         # How torch.onnx.export writes the full layers' attention (rfm_attention.GRAPH_ATTENTION):
         # "gqa", memory linear in L; "eager", the former per-head L x L graph (benchmarks only).
         self.graph_attention = "gqa"
@@ -230,6 +238,30 @@ class RegionFocusTorch(nn.Module):
         state["inv_freq"] = base.rotary_emb.inv_freq.detach().float().clone()
         module.load_state_dict(state, strict=True)
         return module.eval()
+
+    def _make_image_xy(self, frequencies: int) -> None:
+        self.image_xy = nn.Linear(4 * frequencies, self.config.hidden_size, bias=False)
+        nn.init.zeros_(self.image_xy.weight)       # starts as the RFM without positions
+        self.register_buffer("xy_freq", math.pi * 2.0 ** torch.arange(frequencies).float(),
+                             persistent=True)
+
+    def add_image_xy(self, frequencies: int) -> "RegionFocusTorch":
+        """Give an RFM without it the image-position input (zero-initialised: same scores)."""
+        if self.image_xy is None and frequencies > 0:
+            self.config.image_xy = int(frequencies)
+            self._make_image_xy(int(frequencies))
+        return self
+
+    def _with_image_xy(self, h: torch.Tensor, image_xy, hr_mask) -> torch.Tensor:
+        if self.image_xy is None:
+            return h
+        if image_xy is None or hr_mask is None:
+            raise ValueError("this RFM takes image_xy [L, 2] (the HR tokens' normalised centres)")
+        xy = torch.as_tensor(image_xy, device=h.device).float().reshape(-1, 2)
+        angles = xy[:, :, None] * self.xy_freq[None, None, :]                  # [L, 2, F]
+        features = torch.cat([angles.sin(), angles.cos()], dim=-1).reshape(xy.shape[0], -1)
+        mask = torch.as_tensor(hr_mask, device=h.device).to(h.dtype).reshape(-1, 1)
+        return h + self.image_xy(features.to(self.image_xy.weight.dtype)).to(h.dtype) * mask
 
     # ---------------------------------------------------------------- math
     def _rope_tables(self, positions: torch.Tensor, dtype: torch.dtype):
@@ -278,12 +310,13 @@ class RegionFocusTorch(nn.Module):
         logits = logits.masked_fill(future[None], torch.finfo(logits.dtype).min)
         return logits.transpose(0, 1)                                            # [Q, H, L]
 
-    def _prepare(self, inputs_embeds: torch.Tensor, positions=None):
+    def _prepare(self, inputs_embeds: torch.Tensor, positions=None, image_xy=None, hr_mask=None):
         h = inputs_embeds
         if h.dim() == 3:
             if h.shape[0] != 1:
                 raise ValueError("RegionFocusTorch scores one sequence at a time (batch 1)")
             h = h[0]
+        h = self._with_image_xy(h, image_xy, hr_mask)
         length = h.shape[0]
         if positions is None:
             positions = torch.arange(length, device=h.device)
@@ -303,7 +336,8 @@ class RegionFocusTorch(nn.Module):
 
     def forward_attention_rows(self, inputs_embeds: torch.Tensor,
                                query_index: Union[int, Sequence[int], torch.Tensor],
-                               positions=None) -> Dict[int, torch.Tensor]:
+                               positions=None, image_xy=None,
+                               hr_mask=None) -> Dict[int, torch.Tensor]:
         """Attention logits (scaled q·k, pre-softmax) of the query row(s) at every selected layer.
 
         inputs_embeds: [L, D] or [1, L, D]. query_index: an int -> each value is [H, L]; a list or
@@ -311,7 +345,7 @@ class RegionFocusTorch(nn.Module):
         {llm_layer_index: logits} for l1..lR in order (RFM layers 1..R); the scoring layer is
         config.layers[-1]. softmax over the whole row gives the layer's attention row; softmax over
         the HR slice gives the RFM score. Differentiable (use it for distillation)."""
-        h, cos, sin = self._prepare(inputs_embeds, positions)
+        h, cos, sin = self._prepare(inputs_embeds, positions, image_xy, hr_mask)
         single = not isinstance(query_index, (list, tuple)) and (
             not torch.is_tensor(query_index) or query_index.dim() == 0)
         query = self._query_tensor(query_index, h.device)
@@ -325,26 +359,28 @@ class RegionFocusTorch(nn.Module):
                 h = self._run_layer(layer, h, cos, sin)
         return rows
 
-    def score_logits(self, inputs_embeds: torch.Tensor, query_index, positions=None) -> torch.Tensor:
+    def score_logits(self, inputs_embeds: torch.Tensor, query_index, positions=None,
+                     image_xy=None, hr_mask=None) -> torch.Tensor:
         """Scoring layer's logits [H, L] for one query (layers 0..R-1 run fully, no extra rows)."""
-        h, cos, sin = self._prepare(inputs_embeds, positions)
+        h, cos, sin = self._prepare(inputs_embeds, positions, image_xy, hr_mask)
         for layer in self.layers[:-1]:
             h = self._run_layer(layer, h, cos, sin)
         query = self._query_tensor(query_index, h.device)[:1]
         return self._row_logits(self.layers[-1], h, query, cos[0], sin[0])[0]
 
     def scores(self, inputs_embeds: torch.Tensor, hr_mask: torch.Tensor,
-               query_index: torch.Tensor, positions=None) -> torch.Tensor:
+               query_index: torch.Tensor, positions=None, image_xy=None) -> torch.Tensor:
         """What rfm.onnx computes: per head softmax over hr_mask positions, mean over heads; [L],
         0 outside the HR span."""
-        logits = self.score_logits(inputs_embeds, query_index, positions).float()  # [H, L]
+        logits = self.score_logits(inputs_embeds, query_index, positions, image_xy,
+                                   hr_mask).float()  # [H, L]
         hr = hr_mask.to(torch.bool)[None, :]
         logits = logits.masked_fill(~hr, float("-inf"))
         probs = torch.softmax(logits, dim=-1).mean(dim=0)
         return torch.where(hr_mask.to(torch.bool), probs, torch.zeros_like(probs))
 
-    def forward(self, inputs_embeds, hr_mask, query_index, positions=None):
-        return self.scores(inputs_embeds, hr_mask, query_index, positions)
+    def forward(self, inputs_embeds, hr_mask, query_index, positions=None, image_xy=None):
+        return self.scores(inputs_embeds, hr_mask, query_index, positions, image_xy)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path) -> Path:

@@ -51,6 +51,9 @@ class ViewCache:
     image_level: np.ndarray     # int16 [N] pyramid level of each image (0: thumbnail)
     image_finest: np.ndarray    # bool [N] the image is a tile of its scene's finest level
     meta: dict
+    # float16 [len(codes), 2]: HR tokens' normalised centres in the image (the RFM's image_xy
+    # input; 0 elsewhere). Empty in caches written before it.
+    xy: np.ndarray = None
 
     def __len__(self) -> int:
         return int(self.thumb.size)
@@ -63,7 +66,9 @@ class ViewCache:
                 "answer": self.answers[c:d], "thumb": int(self.thumb[i]),
                 "tiles": np.arange(self.tile_start[i], self.tile_start[i] + self.tile_count[i]),
                 "kind": int(self.kind[i]), "level": int(self.level[i]),
-                "category": int(self.category[i])}
+                "category": int(self.category[i]),
+                "xy": (self.xy[a:b] if self.xy is not None and len(self.xy) else
+                       np.zeros((b - a, 2), np.float16))}
 
     @property
     def has_dense(self) -> bool:
@@ -76,7 +81,8 @@ class ViewCache:
     def save(self, path) -> Path:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")
-        arrays = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "meta"}
+        arrays = {k: getattr(self, k) for k in self.__dataclass_fields__
+                  if k != "meta" and getattr(self, k) is not None}
         np.savez(tmp, meta=np.frombuffer(json.dumps(self.meta).encode(), dtype=np.uint8), **arrays)
         tmp.replace(path)
         return path
@@ -87,7 +93,7 @@ class ViewCache:
             meta = json.loads(bytes(data["meta"]).decode())
             if meta.get("version") != CACHE_VERSION:
                 raise StaleCache(f"{path} is an old view cache; delete it to rebuild")
-            values = {k: data[k] for k in cls.__dataclass_fields__ if k != "meta"}
+            values = {k: data[k] for k in cls.__dataclass_fields__ if k != "meta" and k in data}
         return cls(meta=meta, **values)
 
 
@@ -99,7 +105,7 @@ class _Builder:
         self.dense: List[np.ndarray] = []
         self.image_level: List[np.ndarray] = []
         self.image_finest: List[np.ndarray] = []
-        self.rows: Dict[str, list] = {k: [] for k in ("codes", "hr", "box", "dist", "answers", "thumb",
+        self.rows: Dict[str, list] = {k: [] for k in ("codes", "hr", "box", "dist", "xy", "answers", "thumb",
                                                         "tile_start", "tile_count", "kind",
                                                         "level", "question", "category")}
         self.questions: List[dict] = []
@@ -145,6 +151,8 @@ class _Builder:
                          category=np.asarray(r["category"], np.int8),images=images, codes=flat(r["codes"], np.int32),
                          code_offsets=offsets(r["codes"]), hr=flat(r["hr"], bool),
                          box=flat(r["box"], bool), dist=flat(r["dist"], np.float16),
+                         xy=(np.concatenate(r["xy"]).astype(np.float16) if r["xy"]
+                             else np.zeros((0, 2), np.float16)),
                          answers=flat(r["answers"], np.int32),
                          answer_offsets=offsets(r["answers"]),
                          thumb=np.asarray(r["thumb"], np.int32),
@@ -166,6 +174,7 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
     from ...engine.pyramid import level_valid_token_shape, plan_pyramid
     from ...engine.raster import RasterSource
     from ...engine.reader import PyramidReader
+    from ...engine.pipeline import image_xy
     from ...engine.sequence import assemble, level_tokens
 
     builder = _Builder(recipe, text)
@@ -227,6 +236,9 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
                         dist = dist[keep]
                     seq = assemble(prefix_codes, thumb_codes, newline_code, newline_code, tokens,
                                    suffix_codes)
+                    xy = image_xy(plan, view.level, tokens.rows, tokens.cols, seq.length,
+                                  seq.hr_positions) if tokens is not None else \
+                        np.zeros((seq.length, 2), np.float32)
                     box_mask = np.zeros(seq.length, dtype=bool)
                     dist_row = np.full(seq.length, np.inf, dtype=np.float32)
                     if flags.size:
@@ -237,6 +249,7 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
                     r["hr"].append(seq.hr_mask)
                     r["box"].append(box_mask)
                     r["dist"].append(dist_row)
+                    r["xy"].append(xy)
                     r["answers"].append(np.asarray(answer, np.int32))
                     r["thumb"].append(thumb)
                     r["tile_start"].append(start)

@@ -56,7 +56,10 @@ def focus_loss(model, batch: dict):
         hr, target = _targets(model, batch, b, q)
         if target is None:
             continue
-        logits = model.rfm.forward_attention_rows(embeds[b, :q + 1], q)[model.rfm.config.layers[-1]]
+        xy = batch["xy"][b, :q + 1] if model.rfm.image_xy is not None else None
+        logits = model.rfm.forward_attention_rows(embeds[b, :q + 1], q, image_xy=xy,
+                                                  hr_mask=batch["hr"][b, :q + 1])[
+            model.rfm.config.layers[-1]]
         score = torch.softmax(logits[:, hr].float(), dim=-1).mean(0)
         terms.append(-(target * torch.log(score.clamp_min(1e-9))).sum())
         inside = batch["box"][b, :q + 1][hr]
@@ -80,6 +83,8 @@ class FocusTrainer:
         self.train_cache, self.val_cache = train_cache, val_cache
         self.ckpt = Path(out_dir) / "checkpoints"
         self.ckpt.mkdir(parents=True, exist_ok=True)
+        # the image-position input (zero-initialised) joins the RFM before its parameters are taken
+        model.rfm.add_image_xy(int(getattr(recipe, "focus_xy", 0)))
         self.params = focus_parameters(model)
         self.optimizer = torch.optim.AdamW(self.params, lr=recipe.focus_lr, weight_decay=0.01)
         self.step, self.total, self.seconds, self.best = 0, None, 0.0, -1.0

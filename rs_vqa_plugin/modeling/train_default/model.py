@@ -291,6 +291,7 @@ def collate(cache, indices, prompt_text) -> dict:
     hr = torch.zeros((n, length), dtype=torch.bool)
     box = torch.zeros((n, length), dtype=torch.bool)
     dist = torch.full((n, length), float("inf"))
+    xy = torch.zeros((n, length, 2))
     query = torch.zeros(n, dtype=torch.long)
     for b, s in enumerate(samples):
         p, a = len(s["codes"]), len(s["answer"])
@@ -301,10 +302,11 @@ def collate(cache, indices, prompt_text) -> dict:
         hr[b, :p] = torch.from_numpy(s["hr"])
         box[b, :p] = torch.from_numpy(s["box"])
         dist[b, :p] = torch.from_numpy(s["dist"].astype(np.float32))
+        xy[b, :p] = torch.from_numpy(s["xy"].astype(np.float32))
         query[b] = p - 1
     images = torch.from_numpy(np.ascontiguousarray(cache.images[image_ids]))
     batch = {"images": images, "thumb": thumbs, "tiles": tiles, "codes": codes, "labels": labels,
-             "attention_mask": mask, "hr": hr, "box": box, "dist": dist, "query": query,
+             "attention_mask": mask, "hr": hr, "box": box, "dist": dist, "xy": xy, "query": query,
              "pad_id": prompt_text.pad_id, "kind": [s["kind"] for s in samples],
              "category": torch.tensor([s["category"] for s in samples], dtype=torch.long)}
     if cache.has_dense:

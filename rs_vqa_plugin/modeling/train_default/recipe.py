@@ -67,6 +67,9 @@ class Recipe:
     focus_tiles: int = 32
     focus_scenes: int = 48
     focus_max_size: int = 8192
+    # > 0: the focus stage gives the RFM the HR tokens' place in the image (rfm_torch
+    # RFMConfig.image_xy, this many frequencies per axis): region references need it.
+    focus_xy: int = 6
     # ---- optimisation
     batch_size: int = 12
     weight_decay: float = 0.01
