@@ -7,7 +7,11 @@ llm/ (transformers causal-LM folder + tokenizer, safetensors only), embeddings.n
 
 Families with multimodal rotary positions (positions "mrope", Qwen2.5-VL) keep in llm/ the
 transformers image-text model with its vision tower cut to zero blocks (vision.onnx has it) and
-take explicit positions: rfm.onnx has a `position_ids` [3, L] input (engine/mrope.py)."""
+take explicit positions: rfm.onnx has a `position_ids` [3, L] input (engine/mrope.py).
+
+An RFM trained with image positions (RFMConfig.image_xy, the default model's focus stage) has an
+`image_xy` [L, 2] input: each HR token's normalised centre (x, y) in the image asked about, 0 for
+other tokens (pipeline.image_xy); the engine feeds it whenever the graph has that input."""
 
 from __future__ import annotations
 

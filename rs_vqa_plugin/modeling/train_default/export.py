@@ -57,6 +57,8 @@ def export_bundle(model, tokenizer, recipe, out_dir, provenance: dict,
     manifest = B.read_manifest(out_dir)
     manifest.alpha = float(recipe.alpha)
     manifest.n_max = int(recipe.n_max)
+    if getattr(recipe, "selection", None):
+        manifest.selection = dict(recipe.selection)
     manifest.name = "default"
     manifest.write(out_dir / B.MANIFEST)
     B.load_bundle(out_dir)

@@ -23,6 +23,7 @@ import torch
 from .dataset import KINDS
 
 FOCUS_KINDS = ("level1", "search", "search", "search")
+XY_LR_SCALE = 20.0
 # What 'found' means in validation: a token touching the box among the top FOUND_TOP (the
 # number a focus step with a 32-tile budget keeps at level 1 is about 20-30).
 FOUND_TOP = (3, 10)
@@ -86,7 +87,14 @@ class FocusTrainer:
         # the image-position input (zero-initialised) joins the RFM before its parameters are taken
         model.rfm.add_image_xy(int(getattr(recipe, "focus_xy", 0)))
         self.params = focus_parameters(model)
-        self.optimizer = torch.optim.AdamW(self.params, lr=recipe.focus_lr, weight_decay=0.01)
+        # The position projection starts at zero and must grow to the scale of the vision tokens
+        # (norm ~30): its own, larger learning rate.
+        xy = [p for n, p in model.rfm.named_parameters() if n.startswith("image_xy.")]
+        rest = [p for n, p in model.rfm.named_parameters() if not n.startswith("image_xy.")]
+        groups = [{"params": rest, "scale": 1.0}]
+        if xy:
+            groups.append({"params": xy, "scale": XY_LR_SCALE, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=recipe.focus_lr, weight_decay=0.01)
         self.step, self.total, self.seconds, self.best = 0, None, 0.0, -1.0
         self.pools = _pools(train_cache)
 
@@ -165,7 +173,7 @@ class FocusTrainer:
                 cancel.raise_if_cancelled()
             t = time.perf_counter()
             for group in self.optimizer.param_groups:
-                group["lr"] = self.lr()
+                group["lr"] = self.lr() * group.get("scale", 1.0)
             loss, hits = focus_loss(self.model, self._batch(self.step))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -38,7 +38,9 @@ class Recipe:
     export_context: int = 32768     # the shipped LLM's context (RoPE: no learned positions)
     rfm_layers: List[int] = field(default_factory=lambda: [1, 3])
     alpha: float = 0.25
-    n_max: int = 24
+    n_max: int = 32
+    # The bundle's default selection (manifest.json `selection`; {} = the paper's), chosen on val.
+    selection: Dict[str, object] = field(default_factory=lambda: {"name": "focus"})
     # ---- data (train split only; val for selection)
     train_split: str = "train"
     val_split: str = "val"
@@ -62,7 +64,7 @@ class Recipe:
     # focus_minutes (0: no focus stage, as runs saved before it).
     # Its scenes: the train split's up to focus_max_size px (the joint training stops at 4,096 px
     # for CPU time; level 1 of an 8k scene is twice as coarse, and dip's first step is there).
-    focus_minutes: float = 0.0
+    focus_minutes: float = 20.0
     focus_lr: float = 5e-4
     focus_tiles: int = 32
     focus_scenes: int = 48
@@ -158,7 +160,8 @@ class Recipe:
 
 
 # Fields added after the shipped run, with the values that reproduce runs saved without them.
-LEGACY = {"lambda_dense": 0.0, "dense_probe": False, "lambda_kind": 0.0}
+LEGACY = {"lambda_dense": 0.0, "dense_probe": False, "lambda_kind": 0.0, "focus_minutes": 0.0,
+          "selection": {}, "n_max": 24}
 
 
 def legacy_recipe(seed: int = 0) -> Recipe:
