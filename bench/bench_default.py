@@ -36,7 +36,9 @@ ORACLE = "oracle-crop"
 ORACLE_MARGIN = 128     # source pixels around the box
 # Diagnostic: dip whose scorer puts all the mass on the asked box (boxed questions only): can the
 # selection reach the object at full resolution at all? Modes take a selection after '@', e.g.
-# dip@paper, dip@mass, oracle-dip@mass (default: the bundle's).
+# dip@paper, dip@mass, oracle-dip@mass (default: the bundle's). Its answer records also carry
+# `shadow`: per pass, the rank the real RFM gave the asked box among the tokens scored there, so
+# where along the path the RFM loses the object can be read off (recall at k per level).
 ORACLE_DIP = "oracle-dip"
 # Diagnostic: the thumbnail mode with the all-mean image (AskOptions.blind): the model answers
 # from the question alone. Its per-category table adds the chance levels and the text-only
