@@ -131,12 +131,15 @@ def test_oracle_scorer_run(tiny_bundle, tmp_path, selection, reaches_finest):
 
     scene = make_rgb_scene(tmp_path / "scene.tif", size=2400, seed=4)
     engine = Engine(tiny_bundle, device="cpu")
+    engine.shadow_rfm = True        # the benchmark's diagnostic: the RFM's rank of the box per pass
     box = (1510.0, 610.0, 1530.0, 628.0)
     answer = engine.ask(scene, "What colour is the car?", AskOptions(
         mode="dip", selection=selection, oracle_box=box, max_new_tokens=1))
     t = answer.trace
     plan = plan_pyramid(2400, 2400, tile_size=112, token_grid=engine.manifest.pooled_grid)
     assert t["selection"].startswith(selection)
+    assert [p["level"] for p in t["shadow"]] == t["levels"]
+    assert all(1 <= p["rank"] <= p["tokens"] and 0 <= p["mass"] <= 1 for p in t["shadow"])
     if reaches_finest:
         assert t["levels"][-1] == len(plan.levels) and t["stop_reason"] == "finest-level"
         budget = (MASS_DEFAULTS if selection == "mass" else FOCUS_DEFAULTS)["tile_budget"]
