@@ -63,14 +63,19 @@ def test_mass_narrows_and_jumps_where_the_paper_cannot():
     assert mass.level == 3 and 1 <= len(mass.tiles) <= MASS_DEFAULTS["tile_budget"]
 
 
-def test_mass_stops_on_diffuse_attention_and_at_the_finest_level():
+def test_mass_stops_on_diffuse_attention():
     plan = plan_pyramid(27328, 27328)
     tokens = _tokens(plan, 1)
     uniform = np.full(len(tokens), 1.0 / len(tokens))
     step = next_step(Selection.parse("mass"), plan, 1, tokens, uniform, 0.25, 80)
     assert step.stop == "diffuse"
+
+
+@pytest.mark.parametrize("name", ["paper", "mass", "focus"])
+def test_every_selection_stops_at_the_finest_level(name):
+    plan = plan_pyramid(27328, 27328)
     finest = len(plan.levels)
-    step = next_step(Selection.parse("mass"), plan, finest, _tokens(plan, finest, [(0, 0)]),
+    step = next_step(Selection.parse(name), plan, finest, _tokens(plan, finest, [(0, 0)]),
                      np.ones(144) / 144, 0.25, 80)
     assert step.stop == "finest-level"
 
@@ -105,10 +110,6 @@ def test_focus_keeps_what_the_budget_holds_and_goes_down_fast():
     assert next_step(Selection.parse("focus:min_tokens=20"), plan, 1, tokens, flat, 0.25, 80).level
     step = next_step(Selection.parse("focus:min_tokens=20"), plan, 1, tokens, flat, 0.25, 2)
     assert step.stop == "diffuse"
-    finest = len(plan.levels)
-    step = next_step(Selection.parse("focus"), plan, finest, _tokens(plan, finest, [(0, 0)]),
-                     np.ones(144) / 144, 0.25, 80)
-    assert step.stop == "finest-level"
 
 
 def test_focus_may_start_below_level_one():

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .dataset import KINDS
+from .loop import KeepsBest
 
 FOCUS_KINDS = ("level1", "search", "search", "search")
 XY_LR_SCALE = 20.0
@@ -78,7 +79,9 @@ def _pools(cache) -> Dict[str, np.ndarray]:
             for name in ("level1", "search")}
 
 
-class FocusTrainer:
+class FocusTrainer(KeepsBest):
+    LAST, BEST, VAL_EVENT, SCORE = "focus_last.pt", "focus_best.pt", "focus-val", "focus_score"
+
     def __init__(self, model, recipe, train_cache, val_cache, text, out_dir: Path, log=print):
         self.model, self.recipe, self.text, self.log = model, recipe, text, log
         self.train_cache, self.val_cache = train_cache, val_cache
@@ -107,7 +110,7 @@ class FocusTrainer:
         tmp.replace(path)
 
     def resume(self) -> bool:
-        path = self.ckpt / "focus_last.pt"
+        path = self.ckpt / self.LAST
         if not path.is_file():
             return False
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -119,7 +122,7 @@ class FocusTrainer:
         return True
 
     def load_best(self) -> None:
-        path = self.ckpt / "focus_best.pt"
+        path = self.ckpt / self.BEST
         if path.is_file():
             self.model.rfm.load_state_dict(torch.load(path, map_location="cpu",
                                                       weights_only=True)["rfm"])
@@ -192,20 +195,5 @@ class FocusTrainer:
                 self.log({"focus_step": self.step, "total": self.total, "loss": round(float(loss.detach()), 4),
                           "found10": round(float(np.mean(hits[10])), 3) if hits[10] else None,
                           "lr": round(self.lr(), 6), "seconds": round(self.seconds, 1)})
-            if now - last_ckpt >= r.checkpoint_minutes * 60:
-                self.save("focus_last.pt")
-                last_ckpt = now
-            if r.val_every_minutes > 0 and now - last_val >= r.val_every_minutes * 60:
-                self._validate_and_keep()
-                last_val = time.perf_counter()
-        self.save("focus_last.pt")
-        return self._validate_and_keep()
-
-    def _validate_and_keep(self) -> dict:
-        result = self.validate()
-        result.update({"event": "focus-val", "step": self.step})
-        self.log(result)
-        if result["focus_score"] >= self.best:
-            self.best = result["focus_score"]
-            self.save("focus_best.pt")
-        return result
+            last_ckpt, last_val = self._housekeeping(now, last_ckpt, last_val)
+        return self._finish()

@@ -60,7 +60,38 @@ def learning_rate(recipe, stage, step: int, total: int, phase_start: int = 0) ->
     return stage.lr * scale * warm * (0.1 + 0.9 * cosine)
 
 
-class Trainer:
+class KeepsBest:
+    """Checkpoints, validation and best-on-val of a training loop. Subclasses set the names and
+    have step, best, recipe, log, save(name) and validate()."""
+
+    LAST, BEST, VAL_EVENT, SCORE = "last.pt", "best.pt", "val", "em"
+
+    def _housekeeping(self, now: float, last_ckpt: float, last_val: float):
+        """Checkpoint and validate when due; returns the new (last_ckpt, last_val) times."""
+        r = self.recipe
+        if now - last_ckpt >= r.checkpoint_minutes * 60:
+            self.save(self.LAST)
+            last_ckpt = now
+        if r.val_every_minutes > 0 and now - last_val >= r.val_every_minutes * 60:
+            self._validate_and_keep()
+            last_val = time.perf_counter()
+        return last_ckpt, last_val
+
+    def _finish(self) -> dict:
+        self.save(self.LAST)
+        return self._validate_and_keep()
+
+    def _validate_and_keep(self) -> dict:
+        result = self.validate()
+        result.update({"event": self.VAL_EVENT, "step": self.step})
+        self.log(result)
+        if result[self.SCORE] >= self.best:
+            self.best = result[self.SCORE]
+            self.save(self.BEST)
+        return result
+
+
+class Trainer(KeepsBest):
     def __init__(self, model, recipe, train_cache, val_cache, prompt_text, out_dir: Path,
                  log=print):
         self.model, self.recipe = model, recipe
@@ -95,7 +126,7 @@ class Trainer:
         return path
 
     def resume(self) -> bool:
-        path = self.ckpt / "last.pt"
+        path = self.ckpt / self.LAST
         if not path.is_file():
             return False
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -227,23 +258,8 @@ class Trainer:
                 self.log({"step": self.step, "total": self.total, "stage": stage.name,
                           "lr": round(lr, 6), **{k: round(float(v.detach()), 4) for k, v in parts.items()},
                           "seconds": round(self.seconds, 1)})
-            if now - last_ckpt >= r.checkpoint_minutes * 60:
-                self.save("last.pt")
-                last_ckpt = now
-            if r.val_every_minutes > 0 and now - last_val >= r.val_every_minutes * 60:
-                self._validate_and_keep()
-                last_val = time.perf_counter()
-        self.save("last.pt")
-        return self._validate_and_keep()
-
-    def _validate_and_keep(self) -> dict:
-        result = self.validate()
-        result.update({"event": "val", "step": self.step})
-        self.log(result)
-        if result["em"] >= self.best:
-            self.best = result["em"]
-            self.save("best.pt")
-        return result
+            last_ckpt, last_val = self._housekeeping(now, last_ckpt, last_val)
+        return self._finish()
 
 
 @torch.no_grad()
