@@ -192,6 +192,7 @@ def run_mode(engine, questions, images: Path, mode: str, log_path: Path, n_max=N
                               tiles_encoded=t["tiles_encoded"], levels=t["levels"],
                               stop_reason=t["stop_reason"], seconds=t["seconds"]["total"],
                               level=level if mode in ("grid", "prune-only") else None)
+                record["rfm_peak"] = t.get("rfm_peak")
                 if t.get("shadow"):
                     record["shadow"] = t["shadow"]      # the RFM's ranks along the oracle's path
                 if q.get("hbox") and options.mode in ("dip", "prune-only"):

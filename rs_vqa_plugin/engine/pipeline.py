@@ -473,6 +473,10 @@ class Engine:
             "tiles_per_level": tiles_per_level,
             "tiles": tiles,
             "rfm_tokens": rfm_tokens,
+            # how peaked each pass's scores were: the largest score times the tokens scored
+            # (1 = flat); diagnostics of where the RFM was sure
+            "rfm_peak": [round(float(p.scores.max()) * int(p.scores.size), 2) for p in passes
+                         if p.scores is not None and p.scores.size],
             "shadow": [dict(level=p.level, **p.shadow) for p in passes if p.shadow],
             "thumbnail_tokens": final.thumbnail_tokens,
             "kept_tokens": final.hr_tokens,
