@@ -74,7 +74,7 @@ def test_saved_and_exported_rfm_with_positions_match_torch(tmp_path):
 
 
 def test_image_xy_are_the_tokens_centres():
-    from rs_vqa_plugin.engine.pipeline import image_xy
+    from rs_vqa_plugin.engine.select import image_xy
     from rs_vqa_plugin.engine.pyramid import plan_pyramid
 
     plan = plan_pyramid(4096, 2048, tile_size=64, token_grid=4)

@@ -11,7 +11,7 @@ take explicit positions: rfm.onnx has a `position_ids` [3, L] input (engine/mrop
 
 An RFM trained with image positions (RFMConfig.image_xy, the default model's focus stage) has an
 `image_xy` [L, 2] input: each HR token's normalised centre (x, y) in the image asked about, 0 for
-other tokens (pipeline.image_xy); the engine feeds it whenever the graph has that input."""
+other tokens (select.image_xy); the engine feeds it whenever the graph has that input."""
 
 from __future__ import annotations
 

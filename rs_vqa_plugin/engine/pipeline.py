@@ -365,6 +365,8 @@ class Engine:
     def _image_xy(self, plan, level: int, tokens, sequence) -> Optional[np.ndarray]:
         """[L, 2] normalised centres of the HR tokens in the image (0 elsewhere), for an RFM that
         takes them; None for one that does not."""
+        from .select import image_xy
+
         if not getattr(self.rfm, "takes_image_xy", False):
             return None
         return image_xy(plan, level, tokens.rows, tokens.cols, sequence.length,
@@ -498,26 +500,15 @@ class Engine:
         }
 
 
-def image_xy(plan, level: int, rows, cols, length: int, hr_positions) -> np.ndarray:
-    """[length, 2] float32: at `hr_positions` the normalised (x, y) centre of each token of the
-    level (rows, cols of its stitched grid), 0 elsewhere. The RFM's image-position input."""
-    from .select import token_rects_normalised
-
-    u0, v0, u1, v1 = token_rects_normalised(plan, level, rows, cols)
-    xy = np.zeros((int(length), 2), dtype=np.float32)
-    xy[np.asarray(hr_positions)] = np.stack([(u0 + u1) / 2, (v0 + v1) / 2], axis=1)
-    return xy
-
-
 def _shadow_ranks(oracle: np.ndarray, rfm: np.ndarray) -> dict:
     """Where the RFM put the asked box on an oracle pass: the best rank (1 = top) of a token
     touching the box among `tokens`, and the RFM mass on those tokens."""
+    from .select import score_ranks
+
     inside = oracle > 0
     if not inside.any():
         return {"tokens": int(rfm.size), "rank": None, "mass": 0.0}
-    order = np.argsort(-rfm, kind="stable")
-    ranks = np.empty(rfm.size, dtype=np.int64)
-    ranks[order] = np.arange(1, rfm.size + 1)
+    ranks = score_ranks(rfm)
     total = float(rfm.sum())
     return {"tokens": int(rfm.size), "rank": int(ranks[inside].min()),
             "mass": float(rfm[inside].sum() / total) if total > 0 else 0.0}

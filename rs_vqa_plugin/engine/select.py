@@ -59,6 +59,15 @@ def token_rects_normalised(plan, level_index: int, rows: np.ndarray, cols: np.nd
             x1 / lv.content_width, y1 / lv.content_height)
 
 
+def image_xy(plan, level: int, rows, cols, length: int, hr_positions) -> np.ndarray:
+    """[length, 2] float32: at `hr_positions` the normalised (x, y) centre of each token of the
+    level (rows, cols of its stitched grid), 0 elsewhere. The RFM's image-position input."""
+    u0, v0, u1, v1 = token_rects_normalised(plan, level, rows, cols)
+    xy = np.zeros((int(length), 2), dtype=np.float32)
+    xy[np.asarray(hr_positions)] = np.stack([(u0 + u1) / 2, (v0 + v1) / 2], axis=1)
+    return xy
+
+
 def tiles_under_tokens(plan, level_index: int, rows: np.ndarray, cols: np.ndarray,
                        next_level_index: int) -> List[Tuple[int, int]]:
     """Next-level tiles whose content footprint overlaps the footprint of any given token.

@@ -40,7 +40,8 @@ MASS_DEFAULTS = {"mass_share": 0.6, "tile_budget": 12, "max_jump": 2}
 # the paper); a finer first look than level 1's 3 x 3 tiles when the RFM can afford it.
 FOCUS_DEFAULTS = {"tile_budget": 32, "max_jump": 2, "min_tokens": 4, "start_tiles": 0}
 DEFAULTS = {"mass": MASS_DEFAULTS, "focus": FOCUS_DEFAULTS}
-WHOLE = ("tile_budget", "max_jump", "min_tokens")   # whole numbers >= 1
+# whole-number parameters and their smallest values
+WHOLE = {"tile_budget": 1, "max_jump": 1, "min_tokens": 1, "start_tiles": 0}
 
 Tiles = List[Tuple[int, int]]
 
@@ -91,16 +92,12 @@ class Selection:
         merged = {**defaults, **{k: float(v) for k, v in params.items()}}
         if "mass_share" in merged and not 0.0 < merged["mass_share"] <= 1.0:
             raise InputError(f"{source}: mass_share must be in (0, 1], got {merged['mass_share']}.")
-        if merged.get("start_tiles", 0) < 0 or merged.get("start_tiles", 0) != int(merged.get("start_tiles", 0)):
-            raise InputError(f"{source}: start_tiles must be a whole number >= 0, got "
-                             f"{merged['start_tiles']}.")
-        if "start_tiles" in merged:
-            merged["start_tiles"] = int(merged["start_tiles"])
-        for key in WHOLE:
+        for key, least in WHOLE.items():
             if key not in merged:
                 continue
-            if merged[key] < 1 or merged[key] != int(merged[key]):
-                raise InputError(f"{source}: {key} must be a whole number >= 1, got {merged[key]}.")
+            if merged[key] < least or merged[key] != int(merged[key]):
+                raise InputError(f"{source}: {key} must be a whole number >= {least}, got "
+                                 f"{merged[key]}.")
             merged[key] = int(merged[key])
         return cls(name, merged)
 

@@ -174,7 +174,7 @@ def build_view_cache(scenes: Sequence[Tuple[Path, Sequence[dict]]], recipe, text
     from ...engine.pyramid import level_valid_token_shape, plan_pyramid
     from ...engine.raster import RasterSource
     from ...engine.reader import PyramidReader
-    from ...engine.pipeline import image_xy
+    from ...engine.select import image_xy
     from ...engine.sequence import assemble, level_tokens
 
     builder = _Builder(recipe, text)

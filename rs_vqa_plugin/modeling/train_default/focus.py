@@ -22,6 +22,7 @@ import torch
 
 from .dataset import KINDS
 from .loop import KeepsBest
+from .model import collate, soft_box_target
 
 FOCUS_KINDS = ("level1", "search", "search", "search")
 XY_LR_SCALE = 20.0
@@ -40,14 +41,6 @@ def focus_parameters(model) -> List[torch.nn.Parameter]:
     return params
 
 
-def _targets(model, batch: dict, b: int, q: int):
-    hr = batch["hr"][b, :q + 1]
-    gap = batch["dist"][b, :q + 1][hr].float()
-    weight = torch.exp(-gap / float(model.recipe.ground_sigma))
-    total = weight.sum()
-    return hr, (weight / total if float(total) > 0 else None)
-
-
 def focus_loss(model, batch: dict):
     """(loss, found@k lists): the RFM's soft-box cross-entropy over the batch's boxed views."""
     with torch.no_grad():
@@ -55,7 +48,8 @@ def focus_loss(model, batch: dict):
     terms, found = [], {k: [] for k in FOUND_TOP}
     for b in range(embeds.shape[0]):
         q = int(batch["query"][b])
-        hr, target = _targets(model, batch, b, q)
+        hr = batch["hr"][b, :q + 1]
+        target = soft_box_target(batch["dist"][b, :q + 1][hr], model.recipe.ground_sigma)
         if target is None:
             continue
         xy = batch["xy"][b, :q + 1] if model.rfm.image_xy is not None else None
@@ -100,6 +94,7 @@ class FocusTrainer(KeepsBest):
         self.optimizer = torch.optim.AdamW(groups, lr=recipe.focus_lr, weight_decay=0.01)
         self.step, self.total, self.seconds, self.best = 0, None, 0.0, -1.0
         self.pools = _pools(train_cache)
+        self.val_pools = _pools(val_cache)
 
     def save(self, name: str) -> None:
         path = self.ckpt / name
@@ -128,8 +123,6 @@ class FocusTrainer(KeepsBest):
                                                       weights_only=True)["rfm"])
 
     def _batch(self, step: int):
-        from .model import collate
-
         rng = np.random.default_rng([int(self.recipe.seed), 4243, int(step)])
         # level 1 (the coarsest, hardest step) one batch in three
         pool = self.pools["level1"] if step % 3 == 0 and self.pools["level1"].size else \
@@ -146,12 +139,11 @@ class FocusTrainer(KeepsBest):
     def validate(self) -> dict:
         self.model.eval()
         cache = self.val_cache
-        pools = _pools(cache)
+        pools = self.val_pools
         found = {(name, k): [] for name in pools for k in FOUND_TOP}
         losses = []
         for name, pool in pools.items():
             for start in range(0, pool.size, self.recipe.batch_size):
-                from .model import collate
                 batch = collate(cache, pool[start:start + self.recipe.batch_size], self.text)
                 loss, hits = focus_loss(self.model, batch)
                 losses.append(float(loss))

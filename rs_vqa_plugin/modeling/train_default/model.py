@@ -252,10 +252,15 @@ class DefaultModel(nn.Module):
         if getattr(r, "ground_target", "hard") != "soft" or int(batch.get("step", 0)) < int(
                 getattr(r, "soft_from_step", 0)):
             return None
-        gap = batch["dist"][b, :q + 1][hr].float()
-        weight = torch.exp(-gap / float(r.ground_sigma))
-        total = weight.sum()
-        return weight / total if float(total) > 0 else None
+        return soft_box_target(batch["dist"][b, :q + 1][hr], r.ground_sigma)
+
+
+def soft_box_target(gap: torch.Tensor, sigma: float):
+    """exp(-gap / sigma) over the HR tokens, normalised (gap: token cells to the asked box, inf
+    without one); None when no token is near a box."""
+    weight = torch.exp(-gap.float() / float(sigma))
+    total = weight.sum()
+    return weight / total if float(total) > 0 else None
 
 
 class _CausalView(nn.Module):

@@ -69,7 +69,7 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
 
     from ..quiet import quiet_model_libraries
     from .data_source import make_split
-    from .dataset import StaleCache, ViewCache, build_view_cache
+    from .dataset import build_view_cache
     from .export import export_bundle
     from .loop import Trainer
     from .model import DefaultModel, build_llava
@@ -118,34 +118,23 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     t0 = time.perf_counter()
     caches = {}
     val_kinds = VAL_KINDS + (("search",) if recipe.search_views else ())
+    grids = [recipe.patch_grid, recipe.pooled_grid] if recipe.uses_dense_heads else None
     for split, kinds in (("train", None), ("val", val_kinds)):
-        path = out / "cache" / f"{split}.npz"
         kinds = kinds or recipe.train_kinds()
-        if path.is_file():
-            try:
-                cache = ViewCache.load(path)
-            except StaleCache:
-                log({"event": "views-stale", "split": split, "why": "older cache version"})
-            else:
-                grids = [recipe.patch_grid, recipe.pooled_grid] if recipe.uses_dense_heads else None
-                if (tuple(cache.meta.get("kinds", ())) == tuple(kinds)
-                        and cache.meta.get("dense_grids") == grids):
-                    caches[split] = cache
-                    continue
-                # The recipe gained view kinds or dense heads (a resumed run with a newer
-                # recipe): rebuild.
-                log({"event": "views-stale", "split": split, "had": cache.meta.get("kinds"),
-                     "dense_grids": cache.meta.get("dense_grids")})
-                del cache
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cache = build_view_cache(splits[split], recipe, text, kinds,
-                                 seed=recipe.seed + (0 if split == "train" else 10 ** 6),
-                                 cancel=cancel)
-        cache.save(path)
+        cache, built = view_cache(
+            out / "cache" / f"{split}.npz", split, log,
+            # The recipe gained view kinds or dense heads (a resumed run with a newer recipe):
+            # rebuild.
+            fits=lambda c, kinds=kinds: (tuple(c.meta.get("kinds", ())) == tuple(kinds)
+                                         and c.meta.get("dense_grids") == grids),
+            build=lambda split=split, kinds=kinds: build_view_cache(
+                splits[split], recipe, text, kinds,
+                seed=recipe.seed + (0 if split == "train" else 10 ** 6), cancel=cancel))
         caches[split] = cache
-        log({"event": "views", "split": split, "samples": len(cache),
-             "images": int(cache.images.shape[0]),
-             "questions": len(cache.meta["questions"])})
+        if built:
+            log({"event": "views", "split": split, "samples": len(cache),
+                 "images": int(cache.images.shape[0]),
+                 "questions": len(cache.meta["questions"])})
     cache_seconds = time.perf_counter() - t0
     _update_summary(out, data_seconds=round(data_seconds, 1), cache_seconds=round(cache_seconds, 1))
     if stop_after == "data":
@@ -211,18 +200,39 @@ def train_default(out_dir, budget_minutes: Optional[float] = None, resume: bool 
     return bundle
 
 
+def view_cache(path: Path, split: str, log, fits, build):
+    """(cache, built): the view cache saved at `path` when it loads and `fits(cache)`, else
+    `build()` saved there."""
+    from .dataset import StaleCache, ViewCache
+
+    if path.is_file():
+        try:
+            cache = ViewCache.load(path)
+        except StaleCache:
+            log({"event": "views-stale", "split": split, "why": "older cache version"})
+        else:
+            if fits(cache):
+                return cache, False
+            log({"event": "views-stale", "split": split, "had": cache.meta.get("kinds"),
+                 "dense_grids": cache.meta.get("dense_grids")})
+            del cache
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cache = build()
+    cache.save(path)
+    return cache, True
+
+
 def _focus_stage(out: Path, recipe, model, splits, text, log, cancel, marker: Path) -> dict:
     """The RFM-only focus stage (focus.py) on the joint training's best weights; resumable."""
     import dataclasses
-    import json as _json
 
-    from .dataset import StaleCache, ViewCache, build_view_cache
+    from .data_source import make_split
+    from .dataset import build_view_cache
     from .focus import FOCUS_KINDS, FocusTrainer
 
     # No dense targets (the tower is frozen); search views as large as a focus step's tiles.
     views = dataclasses.replace(recipe, search_tiles=int(recipe.focus_tiles), lambda_dense=0.0,
                                 dense_probe=False)
-    from .data_source import make_split
 
     scenes = {"val": splits["val"]}
     if recipe.scene_size_override:      # tests: the joint training's tiny scenes
@@ -233,18 +243,15 @@ def _focus_stage(out: Path, recipe, model, splits, text, log, cancel, marker: Pa
                                      out / "data" / "focus_train", log=log, cancel=cancel)
     caches = {}
     for split in ("train", "val"):
-        path = out / "cache" / f"focus_{split}.npz"
-        cache = None
-        if path.is_file():
-            try:
-                cache = ViewCache.load(path)
-            except StaleCache:
-                cache = None
-        if cache is None:
-            cache = build_view_cache(scenes[split], views, text, FOCUS_KINDS,
-                                     seed=recipe.seed + 4243 + (0 if split == "train" else 10 ** 6),
-                                     cancel=cancel)
-            cache.save(path)
+        cache, built = view_cache(
+            out / "cache" / f"focus_{split}.npz", split, log,
+            # caches written before the image positions have no xy
+            fits=lambda c: (tuple(c.meta.get("kinds", ())) == FOCUS_KINDS and c.xy is not None
+                            and len(c.xy) > 0),
+            build=lambda split=split: build_view_cache(
+                scenes[split], views, text, FOCUS_KINDS,
+                seed=recipe.seed + 4243 + (0 if split == "train" else 10 ** 6), cancel=cancel))
+        if built:
             log({"event": "focus-views", "split": split, "samples": len(cache),
                  "images": int(cache.images.shape[0])})
         caches[split] = cache
@@ -252,8 +259,8 @@ def _focus_stage(out: Path, recipe, model, splits, text, log, cancel, marker: Pa
     trainer.resume()
     if not marker.is_file():
         budget = max(0.0, float(recipe.focus_minutes) * 60 - trainer.seconds)
-        marker.write_text(_json.dumps(trainer.run(budget, cancel=cancel)) + "\n")
+        marker.write_text(json.dumps(trainer.run(budget, cancel=cancel)) + "\n")
     trainer.load_best()
     model.eval()
-    return {**_json.loads(marker.read_text()), "steps": trainer.step,
+    return {**json.loads(marker.read_text()), "steps": trainer.step,
             "seconds": round(trainer.seconds, 1)}
